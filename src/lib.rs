@@ -24,6 +24,15 @@
 //!   <- store.admit(visitor, caps, now)       Admitted -> stream the response; Denied -> drop answer
 //! ```
 
+pub mod admin;
+pub mod app;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod metrics;
 pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod status;
 pub mod store;
