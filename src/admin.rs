@@ -13,13 +13,21 @@ use crate::app::Shared;
 use crate::proxy::body::ProxyBody;
 use crate::server::ConnInfo;
 
-fn text(status: StatusCode, body: impl Into<bytes::Bytes>, content_type: &'static str) -> Response<ProxyBody> {
+fn text(
+    status: StatusCode,
+    body: impl Into<bytes::Bytes>,
+    content_type: &'static str,
+) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
@@ -43,7 +51,11 @@ fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
 }
 
 /// Answers one admin request.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _info: ConnInfo) -> Response<ProxyBody> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    _info: ConnInfo,
+) -> Response<ProxyBody> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     let path = req.uri().path();
     match (req.method(), path) {
@@ -53,7 +65,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _info: ConnInfo
             if problems.is_empty() {
                 text(StatusCode::OK, "ready\n", PLAIN)
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, problems.join("\n") + "\n", PLAIN)
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    problems.join("\n") + "\n",
+                    PLAIN,
+                )
             }
         }
         _ if !authorized(&shared, &req) => {
@@ -72,14 +88,24 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, _info: ConnInfo
                 "text/plain; version=0.0.4; charset=utf-8",
             )
         }
-        (&Method::GET, "/") => text(StatusCode::OK, crate::status::render(&shared), "text/html; charset=utf-8"),
+        (&Method::GET, "/") => text(
+            StatusCode::OK,
+            crate::status::render(&shared),
+            "text/html; charset=utf-8",
+        ),
         (&Method::POST, "/reload") => match shared.reload() {
             Ok(summary) => text(StatusCode::OK, format!("reloaded\n{summary}"), PLAIN),
-            Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("reload refused, old policy kept: {e}\n"), PLAIN),
+            Err(e) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("reload refused, old policy kept: {e}\n"),
+                PLAIN,
+            ),
         },
-        (_, "/metrics" | "/" | "/reload" | "/healthz" | "/readyz") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", PLAIN)
-        }
+        (_, "/metrics" | "/" | "/reload" | "/healthz" | "/readyz") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n",
+            PLAIN,
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n", PLAIN),
     }
 }
@@ -89,7 +115,10 @@ pub async fn readiness(shared: &Shared) -> Vec<String> {
     let mut problems = Vec::new();
     let authority = shared.cfg.upstream_authority.as_str().to_owned();
     let probe = tokio::time::timeout(
-        shared.cfg.upstream_connect_timeout.min(Duration::from_secs(2)),
+        shared
+            .cfg
+            .upstream_connect_timeout
+            .min(Duration::from_secs(2)),
         tokio::net::TcpStream::connect(authority.clone()),
     )
     .await;

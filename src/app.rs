@@ -70,7 +70,10 @@ impl Shared {
     pub fn reload(&self) -> Result<String, ConfigError> {
         let result = self.try_reload();
         let label = if result.is_ok() { "ok" } else { "error" };
-        self.metrics.config_reloads.with_label_values(&[label]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&[label])
+            .inc();
         match &result {
             Ok(_) => tracing::info!("configuration reloaded; new policy in force"),
             Err(e) => tracing::error!(error = %e, "reload refused; the old policy stays in force"),
@@ -110,7 +113,10 @@ impl Shared {
 ///
 /// # Errors
 /// When the files cannot be read or hold no usable certificate or key.
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, AppError> {
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, AppError> {
     use rustls_pemfile::Item;
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| AppError::Tls(format!("cannot read {}: {e}", p.display())))
@@ -120,7 +126,10 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tok
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| AppError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(AppError::Tls(format!("{}: no certificate found", cert.display())));
+        return Err(AppError::Tls(format!(
+            "{}: no certificate found",
+            cert.display()
+        )));
     }
     let key_pem = read(key)?;
     let key_der = rustls_pemfile::read_all(&mut key_pem.as_slice())
@@ -145,16 +154,20 @@ pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tok
 /// # Errors
 /// [`AppError::Bind`] naming the address.
 pub async fn bind(cfg: &Config) -> Result<(TcpListener, TcpListener), AppError> {
-    let visitors = TcpListener::bind(cfg.listen).await.map_err(|source| AppError::Bind {
-        what: "--listen",
-        addr: cfg.listen,
-        source,
-    })?;
-    let admin = TcpListener::bind(cfg.admin_listen).await.map_err(|source| AppError::Bind {
-        what: "--admin-listen",
-        addr: cfg.admin_listen,
-        source,
-    })?;
+    let visitors = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "--listen",
+            addr: cfg.listen,
+            source,
+        })?;
+    let admin = TcpListener::bind(cfg.admin_listen)
+        .await
+        .map_err(|source| AppError::Bind {
+            what: "--admin-listen",
+            addr: cfg.admin_listen,
+            source,
+        })?;
     Ok((visitors, admin))
 }
 

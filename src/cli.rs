@@ -25,7 +25,11 @@ pub enum Command {
     /// Start a built-in sample ad server and kappe in front of it, and print the URLs to open.
     Demo {
         /// Where the sample ad server listens (default: a free port on localhost).
-        #[arg(long, env = "KAPPE_DEMO_UPSTREAM_LISTEN", default_value = "127.0.0.1:0")]
+        #[arg(
+            long,
+            env = "KAPPE_DEMO_UPSTREAM_LISTEN",
+            default_value = "127.0.0.1:0"
+        )]
         demo_upstream_listen: String,
     },
     /// Serve only the built-in sample ad server (for containers and trials).
@@ -77,7 +81,7 @@ pub struct Args {
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Worker threads [default: one per available core].
-    #[arg(long, env = "KAPPE_THREADS", global = true)]
+    #[arg(long, env = "KAPPE_THREADS", global = true, allow_hyphen_values = true)]
     pub threads: Option<String>,
     /// Send the visitor's Host header upstream instead of the upstream's.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, env = "KAPPE_PRESERVE_HOST", global = true)]
@@ -154,7 +158,12 @@ pub struct Args {
     #[arg(long, env = "KAPPE_SECRET_FILE", global = true)]
     pub secret_file: Option<PathBuf>,
     /// Most visitors the memory store holds; the least recently seen are evicted [default: 10000000].
-    #[arg(long, env = "KAPPE_MAX_VISITORS", global = true)]
+    #[arg(
+        long,
+        env = "KAPPE_MAX_VISITORS",
+        global = true,
+        allow_hyphen_values = true
+    )]
     pub max_visitors: Option<String>,
     /// Most distinct campaign and advertiser ids the memory store interns [default: 100000].
     #[arg(long, env = "KAPPE_MAX_CAMPAIGNS", global = true)]
@@ -165,17 +174,40 @@ pub struct Args {
 
     // ---- cap policy ----
     /// Default caps for every capped campaign, N/DURATION (repeatable: all apply).
-    #[arg(long, env = "KAPPE_CAP", global = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "KAPPE_CAP",
+        global = true,
+        allow_hyphen_values = true,
+        value_delimiter = ','
+    )]
     pub cap: Vec<String>,
     /// Caps for campaigns matching a glob, GLOB=N/DUR[,N/DUR...], replacing the defaults
     /// (repeatable; the most specific glob wins, then the first given).
-    #[arg(long, env = "KAPPE_CAMPAIGN_CAP", global = true, value_delimiter = ';')]
+    #[arg(
+        long,
+        env = "KAPPE_CAMPAIGN_CAP",
+        global = true,
+        allow_hyphen_values = true,
+        value_delimiter = ';'
+    )]
     pub campaign_cap: Vec<String>,
     /// Caps across all capped campaigns of one visitor, N/DURATION (repeatable).
-    #[arg(long, env = "KAPPE_VISITOR_CAP", global = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "KAPPE_VISITOR_CAP",
+        global = true,
+        allow_hyphen_values = true,
+        value_delimiter = ','
+    )]
     pub visitor_cap: Vec<String>,
     /// A campaign stops retargeting a visitor this long after its first impression.
-    #[arg(long, env = "KAPPE_MAX_RETARGETING_AGE", global = true)]
+    #[arg(
+        long,
+        env = "KAPPE_MAX_RETARGETING_AGE",
+        global = true,
+        allow_hyphen_values = true
+    )]
     pub max_retargeting_age: Option<String>,
     /// Which responses are capped: retargeting or all [default: retargeting].
     #[arg(long, env = "KAPPE_CAP_SCOPE", global = true)]
@@ -190,7 +222,12 @@ pub struct Args {
     #[arg(long, env = "KAPPE_RETARGETING_HEADER", global = true)]
     pub retargeting_header: Option<String>,
     /// Campaigns matching this glob are retargeting campaigns (repeatable).
-    #[arg(long, env = "KAPPE_RETARGETING_CAMPAIGNS", global = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "KAPPE_RETARGETING_CAMPAIGNS",
+        global = true,
+        value_delimiter = ','
+    )]
     pub retargeting_campaigns: Vec<String>,
     /// Pass the upstream's kappe headers (campaign, retargeting, policy, burn) on to the visitor.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, env = "KAPPE_KEEP_UPSTREAM_HEADERS", global = true)]
@@ -203,7 +240,13 @@ pub struct Args {
     #[arg(long, env = "KAPPE_ADVERTISER_FROM", global = true)]
     pub advertiser_from: Vec<String>,
     /// Caps per advertiser, GLOB=N/DUR[,N/DUR...] (repeatable).
-    #[arg(long, env = "KAPPE_ADVERTISER_CAP", global = true, value_delimiter = ';')]
+    #[arg(
+        long,
+        env = "KAPPE_ADVERTISER_CAP",
+        global = true,
+        allow_hyphen_values = true,
+        value_delimiter = ';'
+    )]
     pub advertiser_cap: Vec<String>,
     /// Most bytes of a response body read to find a campaign [default: 65536].
     #[arg(long, env = "KAPPE_MAX_INSPECT_BYTES", global = true)]
@@ -233,7 +276,12 @@ pub struct Args {
     #[arg(long, env = "KAPPE_EXCLUDE_PARAM", global = true)]
     pub exclude_param: Option<String>,
     /// With refetch: most extra upstream calls per request [default: 1].
-    #[arg(long, env = "KAPPE_REFETCH_MAX", global = true)]
+    #[arg(
+        long,
+        env = "KAPPE_REFETCH_MAX",
+        global = true,
+        allow_hyphen_values = true
+    )]
     pub refetch_max: Option<String>,
     /// Tell the ad server which campaigns are capped for the visitor (X-Kappe-Capped).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true, env = "KAPPE_HINT_CAPPED", global = true)]
@@ -262,7 +310,12 @@ pub struct Args {
     #[arg(long, env = "KAPPE_CONSENT_MODE", global = true)]
     pub consent_mode: Option<String>,
     /// Cookies removed from upstream requests of opted-out visitors (repeatable).
-    #[arg(long, env = "KAPPE_STRIP_COOKIES", global = true, value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "KAPPE_STRIP_COOKIES",
+        global = true,
+        value_delimiter = ','
+    )]
     pub strip_cookies: Vec<String>,
     /// Path prefix of the visitor's privacy pages [default: /_kappe].
     #[arg(long, env = "KAPPE_PRIVACY_PATH", global = true)]

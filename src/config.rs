@@ -162,7 +162,10 @@ pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let reason = || "expected a duration such as 50ms, 2s, 1m or 1h".to_owned();
     if let Some(ms) = s.strip_suffix("ms") {
-        return ms.parse::<u64>().map(Duration::from_millis).map_err(|_| reason());
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| reason());
     }
     parse_duration(s)
         .map(|secs| Duration::from_secs(secs.into()))
@@ -190,14 +193,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| "too large".to_owned())
 }
 
-fn number<T: std::str::FromStr>(
-    flag: &'static str,
-    v: Option<&str>,
-    default: T,
-    min: T,
-) -> Result<T, ConfigError>
+fn number<T>(flag: &'static str, v: Option<&str>, default: T, min: T) -> Result<T, ConfigError>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let Some(v) = v else { return Ok(default) };
     let n: T = v
@@ -210,7 +208,11 @@ where
     Ok(n)
 }
 
-fn timeout(flag: &'static str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+fn timeout(
+    flag: &'static str,
+    v: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
     match v {
         None => Ok(default),
         Some(v) => match parse_timeout(v) {
@@ -246,7 +248,8 @@ fn header_name(flag: &'static str, v: &str) -> Result<HeaderName, ConfigError> {
 fn cookie_name(flag: &'static str, v: &str) -> Result<String, ConfigError> {
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(v.to_owned())
     } else {
@@ -269,7 +272,9 @@ pub fn read_file(path: &Path) -> Result<Args, ConfigError> {
         reason,
     };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| err(e.to_string()))?;
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| err(e.to_string()))?;
     const LISTS: &[&str] = &[
         "cap",
         "campaign-cap",
@@ -294,7 +299,9 @@ pub fn read_file(path: &Path) -> Result<Args, ConfigError> {
         };
         *value = normalised;
     }
-    table.try_into().map_err(|e: toml::de::Error| err(e.to_string()))
+    table
+        .try_into()
+        .map_err(|e: toml::de::Error| err(e.to_string()))
 }
 
 impl Config {
@@ -312,13 +319,20 @@ impl Config {
     }
 
     fn validate(a: Args, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
-        let upstream_raw = a.upstream.as_deref().ok_or(ConfigError::Missing("upstream"))?;
+        let upstream_raw = a
+            .upstream
+            .as_deref()
+            .ok_or(ConfigError::Missing("upstream"))?;
         let upstream: Uri = upstream_raw
             .trim()
             .parse()
             .map_err(|e| invalid("upstream", upstream_raw, e))?;
         if upstream.scheme_str() != Some("http") {
-            return Err(invalid("upstream", upstream_raw, "expected http://host:port"));
+            return Err(invalid(
+                "upstream",
+                upstream_raw,
+                "expected http://host:port",
+            ));
         }
         let upstream_authority = upstream
             .authority()
@@ -360,10 +374,14 @@ impl Config {
             (Some(_), None) => return Err(ConfigError::Missing("tls-key")),
             (None, Some(_)) => return Err(ConfigError::Missing("tls-cert")),
         };
-        if let Some(t) = &a.admin_token {
-            if t.len() < 16 {
-                return Err(invalid("admin-token", "(hidden)", "use at least 16 characters"));
-            }
+        if let Some(t) = &a.admin_token
+            && t.len() < 16
+        {
+            return Err(invalid(
+                "admin-token",
+                "(hidden)",
+                "use at least 16 characters",
+            ));
         }
 
         let store = Self::store(&a)?;
@@ -437,15 +455,22 @@ impl Config {
             None => 30 * 86_400,
             Some(v) => parse_duration(v).map_err(|e| invalid("max-retention", v, e))?,
         };
-        if let Some(s) = &a.secret {
-            if s.len() < 16 {
-                return Err(invalid("secret", "(hidden)", "use at least 16 characters"));
-            }
+        if let Some(s) = &a.secret
+            && s.len() < 16
+        {
+            return Err(invalid("secret", "(hidden)", "use at least 16 characters"));
         }
         Ok(StoreSettings {
             url,
-            redis_prefix: a.redis_prefix.clone().unwrap_or_else(|| "kappe:".to_owned()),
-            timeout: timeout("store-timeout", a.store_timeout.as_deref(), Duration::from_millis(50))?,
+            redis_prefix: a
+                .redis_prefix
+                .clone()
+                .unwrap_or_else(|| "kappe:".to_owned()),
+            timeout: timeout(
+                "store-timeout",
+                a.store_timeout.as_deref(),
+                Duration::from_millis(50),
+            )?,
             failure,
             state_file: a.state_file.clone(),
             snapshot_interval: timeout(
@@ -506,7 +531,8 @@ impl Config {
             max_age_secs: duration("max-retargeting-age", a.max_retargeting_age.as_deref())?,
             scope,
             retargeting_campaigns,
-            burn_secs: duration("burn-duration", a.burn_duration.as_deref())?.unwrap_or(30 * 86_400),
+            burn_secs: duration("burn-duration", a.burn_duration.as_deref())?
+                .unwrap_or(30 * 86_400),
         })
     }
 
@@ -533,7 +559,13 @@ impl Config {
             visitor_from.push(match v.split_once(':') {
                 Some(("cookie", name)) => VisitorSource::Cookie(cookie_name("visitor-from", name)?),
                 Some(("header", name)) => VisitorSource::Header(header_name("visitor-from", name)?),
-                _ => return Err(invalid("visitor-from", v, "expected cookie:NAME or header:NAME")),
+                _ => {
+                    return Err(invalid(
+                        "visitor-from",
+                        v,
+                        "expected cookie:NAME or header:NAME",
+                    ));
+                }
             });
         }
         if visitor_from.is_empty() {
@@ -550,7 +582,13 @@ impl Config {
                         body: body.into(),
                     }
                 }
-                None => return Err(invalid("on-drop", v, "expected no-fill, file:PATH or refetch")),
+                None => {
+                    return Err(invalid(
+                        "on-drop",
+                        v,
+                        "expected no-fill, file:PATH or refetch",
+                    ));
+                }
             },
         };
         Ok(Enforcement {
@@ -566,8 +604,11 @@ impl Config {
                 .map(|h| header_name("policy-header", h))
                 .transpose()?,
             keep_upstream_headers: switch(a.keep_upstream_headers),
-            max_inspect_bytes: size("max-inspect-bytes", a.max_inspect_bytes.as_deref(), 64 * 1024)?
-                as usize,
+            max_inspect_bytes: size(
+                "max-inspect-bytes",
+                a.max_inspect_bytes.as_deref(),
+                64 * 1024,
+            )? as usize,
             visitor_cookie,
             visitor_from,
             visitor_fallback_ip_ua: match a.visitor_fallback.as_deref() {
@@ -606,7 +647,10 @@ impl Config {
             Some("opt-in") => true,
             Some(v) => return Err(invalid("consent-mode", v, "expected opt-out or opt-in")),
         };
-        let privacy_path = a.privacy_path.clone().unwrap_or_else(|| "/_kappe".to_owned());
+        let privacy_path = a
+            .privacy_path
+            .clone()
+            .unwrap_or_else(|| "/_kappe".to_owned());
         let path_ok = privacy_path.starts_with('/')
             && privacy_path.len() > 1
             && !privacy_path.ends_with('/')
@@ -614,7 +658,11 @@ impl Config {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
         if !path_ok {
-            return Err(invalid("privacy-path", &privacy_path, "expected a path such as /_kappe"));
+            return Err(invalid(
+                "privacy-path",
+                &privacy_path,
+                "expected a path such as /_kappe",
+            ));
         }
         Ok(PrivacySettings {
             optout_cookie: cookie_name(
@@ -662,7 +710,11 @@ impl Config {
         );
         line(
             "campaign from:",
-            e.campaign_from.iter().map(Source::describe).collect::<Vec<_>>().join(", "),
+            e.campaign_from
+                .iter()
+                .map(Source::describe)
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         line("retargeting header:", e.retargeting_header.to_string());
         line("on drop:", format!("{:?}", e.on_drop).to_lowercase());
@@ -679,8 +731,9 @@ mod tests {
     use clap::Parser;
 
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {
-        let cli = crate::cli::Cli::try_parse_from(std::iter::once("kappe").chain(args.iter().copied()))
-            .expect("clap accepts the shape");
+        let cli =
+            crate::cli::Cli::try_parse_from(std::iter::once("kappe").chain(args.iter().copied()))
+                .expect("clap accepts the shape");
         Config::from_args(cli.args)
     }
 
@@ -713,13 +766,23 @@ mod tests {
             "upstream = \"http://127.0.0.1:9\"\nthreads = 3\ncap = \"3/1d\"\nlisten = \"127.0.0.1:1111\"\ndry-run = true\n",
         )
         .unwrap();
-        let cfg = parse(&["--config", path.to_str().unwrap(), "--listen", "127.0.0.1:2222"]).unwrap();
+        let cfg = parse(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2222",
+        ])
+        .unwrap();
         assert_eq!(cfg.listen.port(), 2222);
         assert_eq!(cfg.threads, 3);
         assert_eq!(cfg.policy.default_caps.len(), 1);
         assert!(cfg.enforcement.dry_run);
         assert_eq!(cfg.admin_listen.port(), 9090);
-        std::fs::write(&path, "upstream = \"http://127.0.0.1:9\"\nno-such-key = 1\n").unwrap();
+        std::fs::write(
+            &path,
+            "upstream = \"http://127.0.0.1:9\"\nno-such-key = 1\n",
+        )
+        .unwrap();
         assert!(parse(&["--config", path.to_str().unwrap()]).is_err());
     }
 

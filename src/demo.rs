@@ -92,8 +92,10 @@ fn html(status: StatusCode, body: String) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
@@ -122,7 +124,11 @@ pub async fn handle(req: Request<Incoming>, _info: ConnInfo) -> Response<ProxyBo
                 return resp;
             };
             let n = SERVED.fetch_add(1, Ordering::Relaxed);
-            let kind = if c.retargeting { "retargeting" } else { "contextual" };
+            let kind = if c.retargeting {
+                "retargeting"
+            } else {
+                "contextual"
+            };
             let body = format!(
                 "<!doctype html><html><body style=\"margin:0;font:15px system-ui,sans-serif\">\
 <div class=\"ad {kind}\" data-campaign=\"{id}\" style=\"background:{colour};padding:1em;height:5em\">\

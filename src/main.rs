@@ -22,7 +22,9 @@ fn init_tracing(filter: &str, format: LogFormat) {
 
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
@@ -110,7 +112,12 @@ fn run_proxy(args: kappe::cli::Args, banner: Option<String>) -> ExitCode {
 fn run_demo(args: kappe::cli::Args, upstream_listen: &str) -> ExitCode {
     let std_listener = match std::net::TcpListener::bind(upstream_listen) {
         Ok(l) => l,
-        Err(e) => return fail(format!("cannot bind the demo ad server on {upstream_listen}: {e}"), 1),
+        Err(e) => {
+            return fail(
+                format!("cannot bind the demo ad server on {upstream_listen}: {e}"),
+                1,
+            );
+        }
     };
     let upstream_addr = match std_listener.local_addr() {
         Ok(a) => a,
@@ -121,13 +128,22 @@ fn run_demo(args: kappe::cli::Args, upstream_listen: &str) -> ExitCode {
     std::thread::spawn(move || {
         let rt = runtime(1).expect("a current-thread runtime starts");
         rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener from std");
+            let listener =
+                tokio::net::TcpListener::from_std(std_listener).expect("listener from std");
             serve_demo_upstream(listener).await;
         });
     });
-    let args = args.or_from(kappe::demo::demo_defaults(&format!("http://{upstream_addr}")));
-    let listen = args.listen.clone().unwrap_or_else(|| "127.0.0.1:8080".into());
-    let admin = args.admin_listen.clone().unwrap_or_else(|| "127.0.0.1:9090".into());
+    let args = args.or_from(kappe::demo::demo_defaults(&format!(
+        "http://{upstream_addr}"
+    )));
+    let listen = args
+        .listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let admin = args
+        .admin_listen
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1:9090".into());
     let banner = format!(
         "\nkappe demo is running.\n\
          \x20 publisher page through kappe:  http://{listen}/\n\
@@ -149,7 +165,15 @@ async fn serve_demo_upstream(listener: tokio::net::TcpListener) {
         max_connections: 4096,
         shutdown_grace: std::time::Duration::from_secs(1),
     };
-    kappe::server::serve(listener, None, opts, None, kappe::demo::handle, std::future::pending()).await;
+    kappe::server::serve(
+        listener,
+        None,
+        opts,
+        None,
+        kappe::demo::handle,
+        std::future::pending(),
+    )
+    .await;
 }
 
 fn run_demo_upstream(listen: &str) -> ExitCode {
@@ -177,25 +201,39 @@ fn run_demo_upstream(listen: &str) -> ExitCode {
 fn healthcheck(url: &str) -> ExitCode {
     use std::io::{Read, Write};
     let Some(rest) = url.strip_prefix("http://") else {
-        return fail(format!("invalid value '{url}' for '--admin-url': expected http://host:port/path"), 2);
+        return fail(
+            format!("invalid value '{url}' for '--admin-url': expected http://host:port/path"),
+            2,
+        );
     };
-    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
     let timeout = std::time::Duration::from_secs(3);
-    let addr = match std::net::ToSocketAddrs::to_socket_addrs(authority).ok().and_then(|mut a| a.next()) {
+    let addr = match std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()
+        .and_then(|mut a| a.next())
+    {
         Some(a) => a,
         None => return fail(format!("cannot resolve {authority}"), 1),
     };
     let result = (|| -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(timeout))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut buf = String::new();
         s.take(4096).read_to_string(&mut buf)?;
         Ok(buf)
     })();
     match result {
         Ok(resp) if resp.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
-        Ok(resp) => fail(format!("unhealthy: {}", resp.lines().next().unwrap_or("")), 1),
+        Ok(resp) => fail(
+            format!("unhealthy: {}", resp.lines().next().unwrap_or("")),
+            1,
+        ),
         Err(e) => fail(format!("unhealthy: {e}"), 1),
     }
 }

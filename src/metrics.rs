@@ -55,7 +55,13 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric name");
     r.register(Box::new(c.clone())).expect("registered once");
     // Touch every label value so the series exist (at zero) from the first scrape.
@@ -73,8 +79,8 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 
 fn histogram(r: &Registry, name: &str, help: &str) -> Histogram {
     let buckets = vec![
-        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-        2.5, 5.0, 10.0,
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0,
     ];
     let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
         .expect("valid metric name");
@@ -99,13 +105,15 @@ impl Metrics {
             "code",
             &["1xx", "2xx", "3xx", "4xx", "5xx"],
         );
-        let requests = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| requests_vec.with_label_values(&[c]));
+        let requests =
+            ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| requests_vec.with_label_values(&[c]));
         let build_info = IntGaugeVec::new(
             Opts::new("kappe_build_info", "Build information; always 1."),
             &["version"],
         )
         .expect("valid metric name");
-        r.register(Box::new(build_info.clone())).expect("registered once");
+        r.register(Box::new(build_info.clone()))
+            .expect("registered once");
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -128,14 +136,22 @@ impl Metrics {
                 "kind",
                 &["connect", "timeout", "broken"],
             ),
-            upstream_up: gauge(&r, "kappe_upstream_up", "1 when the last upstream exchange worked."),
+            upstream_up: gauge(
+                &r,
+                "kappe_upstream_up",
+                "1 when the last upstream exchange worked.",
+            ),
             connections_active: gauge(&r, "kappe_connections_active", "Open visitor connections."),
             connections_rejected: counter(
                 &r,
                 "kappe_connections_rejected_total",
                 "Visitor connections refused at --max-connections.",
             ),
-            impressions: counter(&r, "kappe_impressions_total", "Capped impressions admitted and counted."),
+            impressions: counter(
+                &r,
+                "kappe_impressions_total",
+                "Capped impressions admitted and counted.",
+            ),
             dropped: counter_vec(
                 &r,
                 "kappe_dropped_total",
@@ -162,7 +178,11 @@ impl Metrics {
                 "reason",
                 &["too_large", "no_match"],
             ),
-            refetch: counter(&r, "kappe_refetch_total", "Extra upstream calls made by --on-drop refetch."),
+            refetch: counter(
+                &r,
+                "kappe_refetch_total",
+                "Extra upstream calls made by --on-drop refetch.",
+            ),
             privacy_signals: counter_vec(
                 &r,
                 "kappe_privacy_signals_total",
@@ -172,7 +192,11 @@ impl Metrics {
             ),
             store_visitors: gauge(&r, "kappe_store_visitors", "Visitors held by the store."),
             store_max_visitors: gauge(&r, "kappe_store_max_visitors", "The store's visitor bound."),
-            store_bytes: gauge(&r, "kappe_store_bytes", "Bytes the store estimates it holds."),
+            store_bytes: gauge(
+                &r,
+                "kappe_store_bytes",
+                "Bytes the store estimates it holds.",
+            ),
             store_evictions: counter_vec(
                 &r,
                 "kappe_store_evictions_total",

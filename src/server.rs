@@ -95,7 +95,8 @@ pub async fn serve<H, Fut>(
             }
             tokio::spawn(async move {
                 let mut stream = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(OVER_LIMIT)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(OVER_LIMIT))
+                    .await;
                 let _ = stream.shutdown().await;
             });
             continue;
@@ -113,7 +114,9 @@ pub async fn serve<H, Fut>(
         });
         match &tls {
             None => {
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned();
                 let conn = graceful.watch(conn);
                 spawn_conn(conn, permit, metrics);
             }
@@ -122,7 +125,8 @@ pub async fn serve<H, Fut>(
                 let timeout = opts.header_read_timeout;
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await
+                    {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(error = %e, "TLS handshake failed");
@@ -130,7 +134,9 @@ pub async fn serve<H, Fut>(
                         }
                         Err(_) => return,
                     };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
                     let conn = watcher.watch(conn);
                     run_conn(conn, permit, metrics).await;
                 });

@@ -37,7 +37,13 @@ pub fn render(shared: &Shared) -> String {
         total_drops += n;
         let _ = write!(drops, "<tr><td>{reason}</td><td>{n}</td></tr>");
     }
-    let health = |up: i64| if up == 1 { "<b class=ok>up</b>" } else { "<b class=bad>down</b>" };
+    let health = |up: i64| {
+        if up == 1 {
+            "<b class=ok>up</b>"
+        } else {
+            "<b class=bad>down</b>"
+        }
+    };
     let policy = shared.policy.load();
     format!(
         r#"<!doctype html><html lang=en><head><meta charset=utf-8>

@@ -79,7 +79,7 @@ impl Clone for CapError {
 /// Formats seconds the way they are written on the command line (`86400` -> `1d`).
 pub fn format_duration(secs: u32) -> String {
     for (unit, mult) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs % mult == 0 {
+        if secs.is_multiple_of(mult) {
             return format!("{}{unit}", secs / mult);
         }
     }

@@ -11,7 +11,8 @@ mod glob;
 mod source;
 
 pub use cap::{
-    Cap, CapError, MAX_CAP_LIMIT, MAX_DURATION_SECS, format_duration, parse_cap_list, parse_duration,
+    Cap, CapError, MAX_CAP_LIMIT, MAX_DURATION_SECS, format_duration, parse_cap_list,
+    parse_duration,
 };
 pub use glob::{Glob, glob_match};
 pub use source::{MAX_ID_LEN, Source, SourceError, valid_id};
@@ -57,7 +58,10 @@ impl std::fmt::Display for GlobRule {
 
 /// `3/1h,10/1d`.
 pub fn join_caps(caps: &[Cap]) -> String {
-    caps.iter().map(Cap::to_string).collect::<Vec<_>>().join(",")
+    caps.iter()
+        .map(Cap::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The cap policy in force. Swapped whole on reload.
@@ -83,7 +87,11 @@ impl Policy {
     /// The caps for `campaign`: the winning `--campaign-cap`, else the ad server's declared caps,
     /// else the defaults.
     pub fn caps_for<'a>(&'a self, campaign: &str, declared: Option<&'a [Cap]>) -> &'a [Cap] {
-        if let Some(rule) = self.campaign_rules.iter().find(|r| r.glob.matches(campaign)) {
+        if let Some(rule) = self
+            .campaign_rules
+            .iter()
+            .find(|r| r.glob.matches(campaign))
+        {
             return &rule.caps;
         }
         match declared {
@@ -102,7 +110,9 @@ impl Policy {
 
     /// True when `--retargeting-campaigns` marks `campaign`.
     pub fn is_retargeting_campaign(&self, campaign: &str) -> bool {
-        self.retargeting_campaigns.iter().any(|g| g.matches(campaign))
+        self.retargeting_campaigns
+            .iter()
+            .any(|g| g.matches(campaign))
     }
 
     /// True when a response of this kind is subject to the policy at all.
@@ -155,7 +165,11 @@ impl Policy {
             self.max_age_secs.map_or("none".into(), format_duration)
         );
         if !self.retargeting_campaigns.is_empty() {
-            let globs: Vec<_> = self.retargeting_campaigns.iter().map(Glob::as_str).collect();
+            let globs: Vec<_> = self
+                .retargeting_campaigns
+                .iter()
+                .map(Glob::as_str)
+                .collect();
             out += &format!("retargeting globs:   {}\n", globs.join(","));
         }
         out += &format!("burn duration:       {}\n", format_duration(self.burn_secs));
@@ -168,7 +182,8 @@ mod tests {
     use super::*;
 
     fn policy(rules: &[&str]) -> Policy {
-        let mut campaign_rules: Vec<_> = rules.iter().map(|r| GlobRule::parse(r).unwrap()).collect();
+        let mut campaign_rules: Vec<_> =
+            rules.iter().map(|r| GlobRule::parse(r).unwrap()).collect();
         Policy::sort_rules(&mut campaign_rules);
         Policy {
             default_caps: parse_cap_list("3/1d").unwrap(),
@@ -186,12 +201,28 @@ mod tests {
     #[test]
     fn most_specific_glob_wins() {
         let p = policy(&["rt-*=5/1d", "rt-shoes*=1/1h", "*=9/1w", "rt-s*=2/1h"]);
-        assert_eq!(p.caps_for("rt-shoes-1", None), &[Cap { limit: 1, window_secs: 3600 }]);
-        assert_eq!(p.caps_for("rt-sun", None), &[Cap { limit: 2, window_secs: 3600 }]);
+        assert_eq!(
+            p.caps_for("rt-shoes-1", None),
+            &[Cap {
+                limit: 1,
+                window_secs: 3600
+            }]
+        );
+        assert_eq!(
+            p.caps_for("rt-sun", None),
+            &[Cap {
+                limit: 2,
+                window_secs: 3600
+            }]
+        );
         assert_eq!(p.caps_for("rt-x", None)[0].limit, 5);
         assert_eq!(p.caps_for("brand", None)[0].limit, 9);
         let p = policy(&["a*=1/1h", "*a=2/1h"]);
-        assert_eq!(p.caps_for("aa", None)[0].limit, 1, "equal specificity: first given wins");
+        assert_eq!(
+            p.caps_for("aa", None)[0].limit,
+            1,
+            "equal specificity: first given wins"
+        );
     }
 
     /// Caps the ad server declares apply only where no campaign rule matches.

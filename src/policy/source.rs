@@ -121,7 +121,10 @@ mod tests {
         let tag = b"<a href='https://ads.example/click?campaignid=123&z=1'>";
         assert_eq!(s.from_body(tag, None).as_deref(), Some("123"));
         let s = Source::parse(r#"regex:<Ad id="([^"]+)""#).unwrap();
-        assert_eq!(s.from_body(br#"<VAST><Ad id="v-9">"#, None).as_deref(), Some("v-9"));
+        assert_eq!(
+            s.from_body(br#"<VAST><Ad id="v-9">"#, None).as_deref(),
+            Some("v-9")
+        );
         let mut h = http::HeaderMap::new();
         h.insert("x-campaign-id", "rt-shoes".parse().unwrap());
         let s = Source::parse("header:X-Campaign-Id").unwrap();

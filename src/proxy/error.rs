@@ -72,10 +72,18 @@ pub fn rescue(err: &ProxyError) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(format!("{err}\n")));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, "text/plain; charset=utf-8".parse().expect("static"));
+    h.insert(
+        header::CONTENT_TYPE,
+        "text/plain; charset=utf-8".parse().expect("static"),
+    );
     h.insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
     if matches!(err, ProxyError::Connect | ProxyError::MethodNotAllowed) {
-        h.insert(header::ALLOW, "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH".parse().expect("static"));
+        h.insert(
+            header::ALLOW,
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"
+                .parse()
+                .expect("static"),
+        );
     }
     resp
 }

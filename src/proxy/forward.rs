@@ -67,17 +67,26 @@ pub fn add_via(headers: &mut HeaderMap, version: Version) {
 /// # Errors
 /// [`ProxyError::BadRequest`] for an HTTP/1.1 request in absolute form whose authority differs
 /// from its `Host`: such a request asks kappe to act as a forward proxy.
-pub fn visitor_host(uri: &Uri, headers: &HeaderMap, version: Version) -> Result<Option<HeaderValue>, ProxyError> {
+pub fn visitor_host(
+    uri: &Uri,
+    headers: &HeaderMap,
+    version: Version,
+) -> Result<Option<HeaderValue>, ProxyError> {
     let host = headers.get(header::HOST).cloned();
     if version == Version::HTTP_2 {
-        return Ok(host.or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())));
+        return Ok(host.or_else(|| {
+            uri.authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        }));
     }
     if let Some(auth) = uri.authority() {
         let same = host
             .as_ref()
             .is_some_and(|h| h.as_bytes().eq_ignore_ascii_case(auth.as_str().as_bytes()));
         if !same {
-            return Err(ProxyError::BadRequest("absolute-form request for another host refused"));
+            return Err(ProxyError::BadRequest(
+                "absolute-form request for another host refused",
+            ));
         }
     }
     Ok(host)
@@ -116,7 +125,9 @@ pub fn prepare_request(
     add_via(headers, version);
     let host = match (preserve_host, visitor_host) {
         (true, Some(h)) => h,
-        _ => HeaderValue::from_str(upstream.as_str()).expect("an authority is a valid header value"),
+        _ => {
+            HeaderValue::from_str(upstream.as_str()).expect("an authority is a valid header value")
+        }
     };
     headers.insert(header::HOST, host);
 

@@ -54,7 +54,11 @@ pub struct Proxy {
 
 impl Proxy {
     /// Answers one visitor request. Never fails: errors are rescued into responses.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, info: ConnInfo) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        info: ConnInfo,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let path = self
@@ -66,7 +70,10 @@ impl Proxy {
             Ok(resp) => resp,
             Err(err) => {
                 if let Some(kind) = err.upstream_kind() {
-                    self.metrics.upstream_errors.with_label_values(&[kind]).inc();
+                    self.metrics
+                        .upstream_errors
+                        .with_label_values(&[kind])
+                        .inc();
                     if kind != "broken" {
                         self.metrics.upstream_up.set(0);
                     }
@@ -83,7 +90,11 @@ impl Proxy {
         resp
     }
 
-    async fn pipeline(&self, req: Request<Incoming>, info: &ConnInfo) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn pipeline(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         // request_filter
         if req.method() == Method::CONNECT {
             return Err(ProxyError::Connect);
@@ -125,7 +136,8 @@ impl Proxy {
     /// Sends one request upstream, bounded by the response timeout.
     async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.cfg.upstream_timeout, self.client.request(req)).await;
+        let result =
+            tokio::time::timeout(self.cfg.upstream_timeout, self.client.request(req)).await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());
@@ -147,10 +159,11 @@ fn classify(e: &hyper_util::client::legacy::Error, max_body: u64) -> ProxyError 
         if s.is::<BodyTooLarge>() {
             return ProxyError::BodyTooLarge(max_body);
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut && e.is_connect() {
-                return ProxyError::UpstreamConnectTimeout;
-            }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+            && e.is_connect()
+        {
+            return ProxyError::UpstreamConnectTimeout;
         }
         source = s.source();
     }
