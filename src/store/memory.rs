@@ -1032,3 +1032,503 @@ fn decide(full: &mut Full, ids: Ids, req: &AdmitRequest<'_>, now: u32, max_ret: 
     Admission::Admitted
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn cap(limit: u32, window_secs: u32) -> Cap {
+        Cap { limit, window_secs }
+    }
+
+    fn store() -> MemoryStore {
+        MemoryStore::new(MemoryOptions {
+            max_visitors: 10_000,
+            max_campaigns: 100,
+            max_retention_secs: 30 * 86_400,
+        })
+    }
+
+    fn req<'a>(campaign: &'a str, caps: &'a [Cap]) -> AdmitRequest<'a> {
+        AdmitRequest {
+            campaign,
+            campaign_caps: caps,
+            advertiser: None,
+            advertiser_caps: &[],
+            visitor_caps: &[],
+            max_age_secs: None,
+        }
+    }
+
+    const V: VisitorKey = VisitorKey(0xdead_beef_0123_4567);
+    const T0: u64 = 1_700_000_000;
+
+    /// With 3 per day, three impressions pass, the fourth is denied until the first leaves.
+    #[test]
+    fn cap_admits_exactly_limit_then_waits_for_oldest() {
+        let s = store();
+        let caps = [cap(3, 86_400)];
+        for i in 0..3 {
+            assert_eq!(s.admit(V, &req("c", &caps), T0 + i * 10).unwrap(), Admission::Admitted);
+        }
+        let denied = s.admit(V, &req("c", &caps), T0 + 100).unwrap();
+        assert_eq!(
+            denied,
+            Admission::Denied(Denial {
+                reason: DenyReason::Cap,
+                rule: Some(caps[0]),
+                retry_at: Some(T0 + 86_400)
+            })
+        );
+        assert!(s.admit(V, &req("c", &caps), T0 + 86_399).unwrap() != Admission::Admitted);
+        assert_eq!(s.admit(V, &req("c", &caps), T0 + 86_400).unwrap(), Admission::Admitted);
+        assert_eq!(s.stats().spilled_visitors, 0, "one campaign stays inline");
+    }
+
+    /// A second campaign spills the visitor; both campaigns keep their own counts.
+    #[test]
+    fn campaigns_count_separately_after_spill() {
+        let s = store();
+        let caps = [cap(1, 100)];
+        assert_eq!(s.admit(V, &req("a", &caps), T0).unwrap(), Admission::Admitted);
+        assert_eq!(s.admit(V, &req("b", &caps), T0).unwrap(), Admission::Admitted);
+        assert!(matches!(s.admit(V, &req("a", &caps), T0 + 1).unwrap(), Admission::Denied(_)));
+        assert!(matches!(s.admit(V, &req("b", &caps), T0 + 1).unwrap(), Admission::Denied(_)));
+        assert_eq!(s.stats().spilled_visitors, 1);
+        let report = s.report(V, T0 + 1);
+        assert_eq!(report.campaigns.len(), 2);
+        assert_eq!(report.campaigns[0].forget_at, T0 + 100);
+    }
+
+    /// Maximum age denies once the age has passed since the first impression, with no retry.
+    #[test]
+    fn max_age_stops_retargeting() {
+        let s = store();
+        let caps = [cap(10, 1_000)];
+        let r = AdmitRequest {
+            max_age_secs: Some(50),
+            ..req("c", &caps)
+        };
+        assert_eq!(s.admit(V, &r, T0).unwrap(), Admission::Admitted);
+        assert_eq!(s.admit(V, &r, T0 + 49).unwrap(), Admission::Admitted);
+        let d = s.admit(V, &r, T0 + 50).unwrap();
+        assert_eq!(
+            d,
+            Admission::Denied(Denial {
+                reason: DenyReason::MaxAge,
+                rule: None,
+                retry_at: None
+            })
+        );
+    }
+
+    /// A burned pattern denies matching campaigns until its time, and only those.
+    #[test]
+    fn burn_denies_matching_campaigns_until_expiry() {
+        let s = store();
+        let caps = [cap(5, 100)];
+        s.burn(V, "rt-*", T0 + 60, T0).unwrap();
+        let d = s.admit(V, &req("rt-shoes", &caps), T0 + 1).unwrap();
+        assert_eq!(
+            d,
+            Admission::Denied(Denial {
+                reason: DenyReason::Burned,
+                rule: None,
+                retry_at: Some(T0 + 60)
+            })
+        );
+        assert_eq!(s.admit(V, &req("brand", &caps), T0 + 1).unwrap(), Admission::Admitted);
+        assert_eq!(s.admit(V, &req("rt-shoes", &caps), T0 + 60).unwrap(), Admission::Admitted);
+        assert!(s.burn(V, "", T0 + 60, T0).is_err());
+    }
+
+    /// Advertiser caps count across campaigns; visitor caps across everything; in that order.
+    #[test]
+    fn advertiser_then_visitor_caps_apply_across_campaigns() {
+        let s = store();
+        let camp = [cap(5, 100)];
+        let adv = [cap(2, 100)];
+        let vis = [cap(3, 100)];
+        let r = |c| AdmitRequest {
+            advertiser: Some("acme"),
+            advertiser_caps: &adv,
+            visitor_caps: &vis,
+            ..req(c, &camp)
+        };
+        assert_eq!(s.admit(V, &r("a"), T0).unwrap(), Admission::Admitted);
+        assert_eq!(s.admit(V, &r("b"), T0).unwrap(), Admission::Admitted);
+        let d = s.admit(V, &r("c"), T0).unwrap();
+        assert!(matches!(d, Admission::Denied(Denial { reason: DenyReason::AdvertiserCap, .. })));
+        let other = AdmitRequest {
+            visitor_caps: &vis,
+            ..req("x", &camp)
+        };
+        assert_eq!(s.admit(V, &other, T0).unwrap(), Admission::Admitted);
+        let d = s.admit(V, &other, T0).unwrap();
+        assert_eq!(
+            d,
+            Admission::Denied(Denial {
+                reason: DenyReason::VisitorCap,
+                rule: Some(vis[0]),
+                retry_at: Some(T0 + 100)
+            })
+        );
+        assert_eq!(s.report(V, T0).visitor_impressions.len(), 3);
+    }
+
+    /// After a policy reload lowers a cap, only the new C newest impressions are kept.
+    #[test]
+    fn reload_keeps_only_new_cap_newest() {
+        let s = store();
+        let wide = [cap(4, 1_000)];
+        let narrow = [cap(1, 10)];
+        for i in 0..3 {
+            assert_eq!(s.admit(V, &req("c", &wide), T0 + i).unwrap(), Admission::Admitted);
+        }
+        assert_eq!(s.admit(V, &req("c", &narrow), T0 + 20).unwrap(), Admission::Admitted);
+        assert_eq!(s.report(V, T0 + 20).campaigns[0].impressions, vec![T0 + 20]);
+        // Back to the wide cap: three more fit, since only one impression is remembered.
+        for i in 0..3 {
+            assert_eq!(s.admit(V, &req("c", &wide), T0 + 21 + i).unwrap(), Admission::Admitted);
+        }
+        assert!(matches!(s.admit(V, &req("c", &wide), T0 + 30).unwrap(), Admission::Denied(_)));
+    }
+
+    /// Erasure forgets everything; the report then is empty and caps start over.
+    #[test]
+    fn erase_forgets_visitor() {
+        let s = store();
+        let caps = [cap(1, 100)];
+        s.admit(V, &req("c", &caps), T0).unwrap();
+        s.burn(V, "x*", T0 + 50, T0).unwrap();
+        assert!(!s.report(V, T0).is_empty());
+        assert!(s.erase(V));
+        assert!(!s.erase(V));
+        assert!(s.report(V, T0).is_empty());
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.stats().spilled_visitors, 0);
+        assert_eq!(s.admit(V, &req("c", &caps), T0).unwrap(), Admission::Admitted);
+    }
+
+    /// The sweeper removes visitors once their windows, ages and burns have passed, and counts
+    /// them as expired; nothing outlives max retention.
+    #[test]
+    fn sweeper_removes_expired_and_bounds_retention() {
+        let s = MemoryStore::new(MemoryOptions {
+            max_retention_secs: 500,
+            ..MemoryOptions::default()
+        });
+        let day = [cap(2, 86_400)];
+        let short = [cap(2, 100)];
+        for i in 0..100u64 {
+            let caps: &[Cap] = if i % 2 == 0 { &day } else { &short };
+            s.admit(VisitorKey(i), &req("c", caps), T0).unwrap();
+        }
+        s.burn(VisitorKey(1000), "*", T0 + 300, T0).unwrap();
+        s.admit(VisitorKey(1001), &req("a", &short), T0).unwrap();
+        s.admit(VisitorKey(1001), &req("b", &day), T0).unwrap();
+        assert_eq!(s.sweep(T0 + 99), 0);
+        assert_eq!(s.sweep(T0 + 100), 50, "short-window visitors go");
+        assert_eq!(s.report(VisitorKey(1001), T0 + 100).campaigns.len(), 1);
+        assert_eq!(s.sweep(T0 + 300), 1, "the burn expires");
+        assert_eq!(s.sweep(T0 + 500), 51, "retention caps the day-long window");
+        assert!(s.is_empty());
+        assert_eq!(s.stats().evictions_expired, 102);
+        assert_eq!(s.stats().spilled_visitors, 0);
+    }
+
+    /// A flood of new ids never lets the store exceed max_visitors; evictions are counted and
+    /// the most recently seen visitors survive.
+    #[test]
+    fn flood_of_new_ids_stays_bounded() {
+        let s = MemoryStore::new(MemoryOptions {
+            max_visitors: 1_000,
+            ..MemoryOptions::default()
+        });
+        let caps = [cap(1, 86_400)];
+        for i in 0..20_000u64 {
+            s.admit(VisitorKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), &req("c", &caps), T0 + i)
+                .unwrap();
+            assert!(s.len() <= 1_000);
+        }
+        let st = s.stats();
+        assert_eq!(st.visitors, s.len() as u64);
+        assert_eq!(st.evictions_capacity, 20_000 - st.visitors);
+        let newest = VisitorKey(19_999u64.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        assert!(!s.report(newest, T0 + 20_000).is_empty());
+        let oldest = VisitorKey(0);
+        assert!(s.report(oldest, T0 + 20_000).is_empty());
+    }
+
+    /// A full campaign table is an error, not a silent pass.
+    #[test]
+    fn campaign_table_is_bounded() {
+        let s = MemoryStore::new(MemoryOptions {
+            max_campaigns: 2,
+            ..MemoryOptions::default()
+        });
+        let caps = [cap(1, 10)];
+        s.admit(V, &req("a", &caps), T0).unwrap();
+        s.admit(V, &req("b", &caps), T0).unwrap();
+        assert!(matches!(
+            s.admit(V, &req("c", &caps), T0),
+            Err(StoreError::CampaignTableFull(2))
+        ));
+        assert_eq!(s.stats().campaigns_interned, 2);
+    }
+
+    /// Many threads racing on one visitor and campaign admit exactly the cap, inline and spilled.
+    #[test]
+    fn concurrent_admits_never_exceed_cap() {
+        for spilled in [false, true] {
+            let s = store();
+            let caps = [cap(7, 86_400)];
+            let vis = [cap(1_000, 86_400)];
+            let admitted = AtomicUsize::new(0);
+            std::thread::scope(|sc| {
+                for _ in 0..8 {
+                    sc.spawn(|| {
+                        let r = AdmitRequest {
+                            visitor_caps: if spilled { &vis } else { &[] },
+                            ..req("c", &caps)
+                        };
+                        for _ in 0..2_000 {
+                            if s.admit(V, &r, T0).unwrap() == Admission::Admitted {
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    });
+                }
+            });
+            assert_eq!(admitted.load(Ordering::Relaxed), 7, "spilled={spilled}");
+        }
+    }
+
+    // ---- reference model: keeps every timestamp, decides by counting ----
+
+    #[derive(Clone, Debug, Default)]
+    struct MRec {
+        first: u64,
+        last: u64,
+        forget: u64,
+        ts: Vec<u64>,
+    }
+
+    #[derive(Debug, Default)]
+    struct MVisitor {
+        camps: HashMap<String, MRec>,
+        advs: HashMap<String, MRec>,
+        vis: MRec,
+        burns: HashMap<String, u64>,
+    }
+
+    #[derive(Debug, Default)]
+    struct Model {
+        visitors: HashMap<u64, MVisitor>,
+        retention: u64,
+    }
+
+    /// The naive rule: count every impression still in each window.
+    fn model_check(caps: &[Cap], ts: &[u64], now: u64) -> Option<(Cap, u64)> {
+        let mut worst: Option<(Cap, u64)> = None;
+        for c in caps {
+            let mut live: Vec<u64> =
+                ts.iter().copied().filter(|t| t + u64::from(c.window_secs) > now).collect();
+            if live.len() >= c.limit as usize {
+                live.sort_unstable_by(|a, b| b.cmp(a));
+                let at = live[c.limit as usize - 1] + u64::from(c.window_secs);
+                if worst.is_none_or(|(_, w)| at > w) {
+                    worst = Some((*c, at));
+                }
+            }
+        }
+        worst
+    }
+
+    fn model_record(rec: &mut MRec, now: u64, caps: &[Cap], age: Option<u32>, retention: u64) {
+        if rec.ts.is_empty() && rec.last == 0 {
+            rec.first = now;
+        }
+        rec.ts.push(now);
+        rec.last = now;
+        let window = caps.iter().map(|c| u64::from(c.window_secs)).max().unwrap_or(0);
+        let need = (now + window).max(age.map_or(0, |a| rec.first + u64::from(a)));
+        rec.forget = need.min(now + retention);
+    }
+
+    impl Model {
+        fn admit(&mut self, v: u64, r: &AdmitRequest<'_>, now: u64) -> Admission {
+            let ret = self.retention;
+            let m = self.visitors.entry(v).or_default();
+            m.camps.retain(|_, x| x.forget > now);
+            m.advs.retain(|_, x| x.forget > now);
+            if m.vis.forget <= now {
+                m.vis = MRec::default();
+            }
+            m.burns.retain(|_, u| *u > now);
+            let burned = m
+                .burns
+                .iter()
+                .filter(|(p, _)| glob_match(p.as_bytes(), r.campaign.as_bytes()))
+                .map(|(_, u)| *u)
+                .max();
+            if let Some(u) = burned {
+                return Admission::Denied(Denial {
+                    reason: DenyReason::Burned,
+                    rule: None,
+                    retry_at: Some(u),
+                });
+            }
+            let rec = m.camps.get(r.campaign).cloned().unwrap_or_default();
+            let first = if rec.last == 0 { now } else { rec.first };
+            if let Some(a) = r.max_age_secs
+                && now >= first + u64::from(a)
+            {
+                return Admission::Denied(Denial {
+                    reason: DenyReason::MaxAge,
+                    rule: None,
+                    retry_at: None,
+                });
+            }
+            let deny = |reason, (c, at): (Cap, u64)| {
+                Admission::Denied(Denial {
+                    reason,
+                    rule: Some(c),
+                    retry_at: Some(at),
+                })
+            };
+            if let Some(hit) = model_check(r.campaign_caps, &rec.ts, now) {
+                return deny(DenyReason::Cap, hit);
+            }
+            let adv = r.advertiser.filter(|_| !r.advertiser_caps.is_empty());
+            if let Some(a) = adv {
+                let ts = m.advs.get(a).map(|x| x.ts.clone()).unwrap_or_default();
+                if let Some(hit) = model_check(r.advertiser_caps, &ts, now) {
+                    return deny(DenyReason::AdvertiserCap, hit);
+                }
+            }
+            if let Some(hit) = model_check(r.visitor_caps, &m.vis.ts, now) {
+                return deny(DenyReason::VisitorCap, hit);
+            }
+            if !r.campaign_caps.is_empty() || r.max_age_secs.is_some() {
+                let rec = m.camps.entry(r.campaign.to_owned()).or_default();
+                model_record(rec, now, r.campaign_caps, r.max_age_secs, ret);
+            }
+            if let Some(a) = adv {
+                let rec = m.advs.entry(a.to_owned()).or_default();
+                model_record(rec, now, r.advertiser_caps, None, ret);
+            }
+            if !r.visitor_caps.is_empty() {
+                model_record(&mut m.vis, now, r.visitor_caps, None, ret);
+            }
+            Admission::Admitted
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    struct Rules {
+        campaign_caps: Vec<Vec<Cap>>,
+        advertiser_of: Vec<Option<usize>>,
+        advertiser_caps: Vec<Vec<Cap>>,
+        visitor_caps: Vec<Cap>,
+        max_age: Option<u32>,
+        retention: u32,
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Admit { v: u64, c: usize, dt: u64 },
+        Erase { v: u64 },
+        Burn { v: u64, pattern: usize, secs: u64 },
+        Sweep,
+    }
+
+    const CAMPAIGNS: [&str; 4] = ["rt-a", "rt-b", "brand-c", "brand-d"];
+    const ADVERTISERS: [&str; 2] = ["acme", "globex"];
+    const PATTERNS: [&str; 4] = ["rt-*", "rt-a", "*-c", "*"];
+
+    fn caps_strategy(max: usize) -> impl Strategy<Value = Vec<Cap>> {
+        prop::collection::vec((1u32..7, 1u32..60).prop_map(|(l, w)| cap(l, w)), 0..=max)
+    }
+
+    fn rules_strategy() -> impl Strategy<Value = Rules> {
+        (
+            prop::collection::vec(caps_strategy(2), 4),
+            prop::collection::vec(prop::option::of(0usize..2), 4),
+            prop::collection::vec(caps_strategy(2), 2),
+            caps_strategy(1),
+            prop::option::of(1u32..80),
+            prop_oneof![5u32..40, Just(10_000u32)],
+        )
+            .prop_map(|(cc, ao, ac, vc, ma, ret)| Rules {
+                campaign_caps: cc,
+                advertiser_of: ao,
+                advertiser_caps: ac,
+                visitor_caps: vc,
+                max_age: ma,
+                retention: ret,
+            })
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            12 => (0u64..3, 0usize..4, prop_oneof![Just(0u64), 0u64..15]).prop_map(|(v, c, dt)| Op::Admit { v, c, dt }),
+            1 => (0u64..3).prop_map(|v| Op::Erase { v }),
+            1 => (0u64..3, 0usize..4, 1u64..40).prop_map(|(v, pattern, secs)| Op::Burn { v, pattern, secs }),
+            1 => Just(Op::Sweep),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Random admits, erasures, burns and sweeps under random rules decide exactly as a
+        /// model that keeps every timestamp.
+        #[test]
+        fn store_matches_reference_model(rules in rules_strategy(), ops in prop::collection::vec(op_strategy(), 1..120)) {
+            let s = MemoryStore::new(MemoryOptions {
+                max_visitors: 100,
+                max_campaigns: 100,
+                max_retention_secs: rules.retention,
+            });
+            let mut model = Model { retention: u64::from(rules.retention), ..Model::default() };
+            let mut now = T0;
+            for op in ops {
+                match op {
+                    Op::Admit { v, c, dt } => {
+                        now += dt;
+                        let adv = rules.advertiser_of[c];
+                        let r = AdmitRequest {
+                            campaign: CAMPAIGNS[c],
+                            campaign_caps: &rules.campaign_caps[c],
+                            advertiser: adv.map(|a| ADVERTISERS[a]),
+                            advertiser_caps: adv.map_or(&[][..], |a| &rules.advertiser_caps[a]),
+                            visitor_caps: &rules.visitor_caps,
+                            max_age_secs: rules.max_age,
+                        };
+                        let got = s.admit(VisitorKey(v), &r, now).unwrap();
+                        let want = model.admit(v, &r, now);
+                        prop_assert_eq!(got, want, "visitor {} campaign {} at +{}", v, c, now - T0);
+                    }
+                    Op::Erase { v } => {
+                        s.erase(VisitorKey(v));
+                        model.visitors.remove(&v);
+                    }
+                    Op::Burn { v, pattern, secs } => {
+                        s.burn(VisitorKey(v), PATTERNS[pattern], now + secs, now).unwrap();
+                        let m = model.visitors.entry(v).or_default();
+                        let u = m.burns.entry(PATTERNS[pattern].to_owned()).or_insert(0);
+                        *u = (*u).max(now + secs);
+                    }
+                    Op::Sweep => {
+                        s.sweep(now);
+                    }
+                }
+            }
+        }
+    }
+}
