@@ -934,6 +934,15 @@ impl MemoryStore {
     }
 }
 
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("opts", &self.opts)
+            .field("visitors", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 fn slot_last_seen(slot: &Slot) -> u32 {
     slot.w[W_LAST_SEEN].load(Ordering::Relaxed)
 }
