@@ -151,3 +151,9 @@ impl StoreError {
         }
     }
 }
+
+pub mod pseudonym;
+pub mod snapshot;
+pub mod bench;
+
+pub use memory::{MemoryOptions, MemoryStore, StoreStats};
