@@ -26,4 +26,5 @@
 
 pub mod clock;
 pub mod policy;
+pub mod privacy;
 pub mod store;
