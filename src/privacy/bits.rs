@@ -191,10 +191,6 @@ pub(crate) mod writer {
             self
         }
 
-        pub(crate) fn len(&self) -> usize {
-            self.bits.len()
-        }
-
         /// The base64url text, zero-padded to whole characters.
         pub(crate) fn finish(&self) -> String {
             self.bits
