@@ -261,4 +261,4 @@ pub fn decode_us_state_gpc(s: &str) -> Result<UsOptOut, DecodeError> {
 
 #[cfg(test)]
 #[path = "gpp_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -5,7 +5,7 @@ use crate::privacy::bits::writer::BitWriter;
 use crate::privacy::{tcf, usp};
 
 /// Encodes a GPP header listing `ids` one by one (no groups).
-pub(in crate::privacy) fn header(ids: &[u16]) -> String {
+pub(crate) fn header(ids: &[u16]) -> String {
     let mut w = BitWriter::new();
     w.int(3, 6).int(1, 6).int(ids.len() as u64, 12);
     let mut last = 0;
@@ -18,16 +18,16 @@ pub(in crate::privacy) fn header(ids: &[u16]) -> String {
 
 /// US section opt-out field values: 0 N/A, 1 opted out, 2 did not opt out.
 #[derive(Clone, Copy)]
-pub(in crate::privacy) struct Us {
-    pub(in crate::privacy) version: u64,
-    pub(in crate::privacy) sale: u64,
-    pub(in crate::privacy) sharing: u64,
-    pub(in crate::privacy) targeted: u64,
-    pub(in crate::privacy) gpc: Option<bool>,
+pub(crate) struct Us {
+    pub(crate) version: u64,
+    pub(crate) sale: u64,
+    pub(crate) sharing: u64,
+    pub(crate) targeted: u64,
+    pub(crate) gpc: Option<bool>,
 }
 
 impl Us {
-    pub(in crate::privacy) const NONE: Us = Us {
+    pub(crate) const NONE: Us = Us {
         version: 1,
         sale: 2,
         sharing: 2,
@@ -44,7 +44,7 @@ impl Us {
         }
     }
 
-    pub(in crate::privacy) fn usnat(&self) -> String {
+    pub(crate) fn usnat(&self) -> String {
         let (sensitive, child) = if self.version == 2 { (16, 3) } else { (12, 2) };
         let mut w = BitWriter::new();
         w.int(self.version, 6);
@@ -61,7 +61,7 @@ impl Us {
         s
     }
 
-    pub(in crate::privacy) fn usca(&self) -> String {
+    pub(crate) fn usca(&self) -> String {
         let mut w = BitWriter::new();
         w.int(1, 6).int(1, 2).int(1, 2).int(1, 2);
         w.int(self.sale, 2).int(self.sharing, 2);

@@ -552,4 +552,4 @@ impl TcString<'_> {
 
 #[cfg(test)]
 #[path = "tcf_tests.rs"]
-mod tests;
+pub(crate) mod tests;

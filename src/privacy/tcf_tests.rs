@@ -16,7 +16,7 @@ const T9_TAIL: &str = ".IFoEUQQgAIQwgIwQABAEAAAAOIAACAIAAAAQAIAgEAACEAAAAAgAQBAA
 const T10: &str = "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA";
 const T11: &str =
     "CQSbk4AQSbk4ANwAAAENAwCgAAAAAAAAAAYgACPAAAAA.IDKQA4AAgAKAGQAygAAA.YAAAAAAAAAAA";
-pub(super) const T12: &str = "CQMC4oAQMC4oAPoABABGBaEAAP_gAP_gAAqIKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____grG1f8b_9teW_5fvfp-2R5jV_32HvuxDEGFsmz7gXMu9b8nBffYTs0Tfq2pgqZEgC7dMEhA20cmNRFUKFqiBWtMOxoTJShO0on4GSIcxFjZ1gIXG-bi2N5AJnm-v_3V3nZH-3t2v7d3PLLmGe_dr3_5LVYmJ0rn60d-_1tE5v78j73_H7_i_j83ukTb95PW3-1a-3vf37y2__3__33__v9_______f_79__9____-AAA.QKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____gAA.IKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____gAA";
+pub(crate) const T12: &str = "CQMC4oAQMC4oAPoABABGBaEAAP_gAP_gAAqIKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____grG1f8b_9teW_5fvfp-2R5jV_32HvuxDEGFsmz7gXMu9b8nBffYTs0Tfq2pgqZEgC7dMEhA20cmNRFUKFqiBWtMOxoTJShO0on4GSIcxFjZ1gIXG-bi2N5AJnm-v_3V3nZH-3t2v7d3PLLmGe_dr3_5LVYmJ0rn60d-_1tE5v78j73_H7_i_j83ukTb95PW3-1a-3vf37y2__3__33__v9_______f_79__9____-AAA.QKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____gAA.IKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____gAA";
 const T13: &str = "COx3XOeOx3XOeLkAAAENAfCIAAAAAHgAAIAAAAAAAAAA";
 const T14: &str =
     "COvcSpYOvcSpYC9AAAENAPCAAAAAAAAAAAAACvwDQABAAIAAYABIAC4AJQAagA9ACEAPgAjIBJoCvAK-AAAAAA";
@@ -290,13 +290,13 @@ fn overlong_input_is_rejected_up_front() {
 // ---- a small encoder for the rules ----
 
 /// 2025-06-01, before the TCF 2.3 cut-off.
-const BEFORE_23: u64 = 1_748_736_000;
+pub(crate) const BEFORE_23: u64 = 1_748_736_000;
 /// 2026-04-01, after it.
-const AFTER_23: u64 = 1_775_001_600;
-const NOW: u64 = 1_780_000_000;
-const V: u16 = 755;
+pub(crate) const AFTER_23: u64 = 1_775_001_600;
+pub(crate) const NOW: u64 = 1_780_000_000;
+pub(crate) const V: u16 = 755;
 
-enum Vendors {
+pub(crate) enum Vendors {
     Bits(Vec<u32>),
     Ranges(u16, Vec<(u16, u16)>),
 }
@@ -324,22 +324,22 @@ fn range_list(w: &mut BitWriter, ranges: &[(u16, u16)]) {
     }
 }
 
-struct Tc {
-    created_secs: u64,
-    policy: u8,
-    service_specific: bool,
-    pc: Vec<u32>,
-    pli: Vec<u32>,
-    vc: Vendors,
-    vli: Vendors,
+pub(crate) struct Tc {
+    pub(crate) created_secs: u64,
+    pub(crate) policy: u8,
+    pub(crate) service_specific: bool,
+    pub(crate) pc: Vec<u32>,
+    pub(crate) pli: Vec<u32>,
+    pub(crate) vc: Vendors,
+    pub(crate) vli: Vendors,
     /// (purpose, type, vendor ranges)
-    restrictions: Vec<(u8, u8, Vec<(u16, u16)>)>,
-    disclosed: Option<Vendors>,
+    pub(crate) restrictions: Vec<(u8, u8, Vec<(u16, u16)>)>,
+    pub(crate) disclosed: Option<Vendors>,
 }
 
 impl Tc {
     /// A valid string consenting to purposes 1–4 and 7 for vendor V.
-    fn good() -> Tc {
+    pub(crate) fn good() -> Tc {
         Tc {
             created_secs: BEFORE_23,
             policy: 4,
@@ -353,7 +353,7 @@ impl Tc {
         }
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut w = BitWriter::new();
         let ds = self.created_secs * 10;
         w.int(2, 6).int(ds, 36).int(ds, 36).int(300, 12).int(1, 12).int(1, 6);
