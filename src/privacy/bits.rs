@@ -228,7 +228,13 @@ mod tests {
     /// The Fibonacci codes in the GPP spec decode to their values.
     #[test]
     fn fibonacci_codes_match_the_spec_table() {
-        for (v, code) in [(1u16, "11"), (2, "011"), (3, "0011"), (4, "1011"), (5, "00011")] {
+        for (v, code) in [
+            (1u16, "11"),
+            (2, "011"),
+            (3, "0011"),
+            (4, "1011"),
+            (5, "00011"),
+        ] {
             let mut w = BitWriter::new();
             for c in code.chars() {
                 w.bool(c == '1');
@@ -245,7 +251,12 @@ mod tests {
     #[test]
     fn unterminated_or_huge_fibonacci_is_an_error() {
         assert!(BitReader::new("AAAA").unwrap().read_fibonacci().is_err());
-        assert!(BitReader::new("qqqqqqqq").unwrap().read_fibonacci().is_err()); // 101010...
+        assert!(
+            BitReader::new("qqqqqqqq")
+                .unwrap()
+                .read_fibonacci()
+                .is_err()
+        ); // 101010...
     }
 
     /// Reading past the end fails with `Truncated`; bad characters are rejected up front.
@@ -253,8 +264,14 @@ mod tests {
     fn rejects_truncation_and_bad_alphabet() {
         let mut r = BitReader::new("B").unwrap();
         assert!(matches!(r.read(7), Err(DecodeError::Truncated { .. })));
-        assert!(matches!(BitReader::new("A+B"), Err(DecodeError::BadCharacter { at: 1 })));
-        assert!(matches!(BitReader::new("A/B"), Err(DecodeError::BadCharacter { .. })));
+        assert!(matches!(
+            BitReader::new("A+B"),
+            Err(DecodeError::BadCharacter { at: 1 })
+        ));
+        assert!(matches!(
+            BitReader::new("A/B"),
+            Err(DecodeError::BadCharacter { .. })
+        ));
         assert!(matches!(BitReader::new("=="), Err(DecodeError::Empty)));
         assert_eq!(BitReader::new("CA==").unwrap().len(), 12);
     }

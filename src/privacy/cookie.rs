@@ -6,8 +6,8 @@
 //! [`MAX_COOKIES`] pairs: a request stuffed with cookies costs a bounded amount of work, and a
 //! cookie beyond the bound is treated as absent.
 
-use http::header::{COOKIE, GetAll, HeaderValue, ValueIter};
 use http::HeaderMap;
+use http::header::{COOKIE, GetAll, HeaderValue, ValueIter};
 
 /// Bytes of `Cookie` header text examined per request.
 pub const MAX_COOKIE_BYTES: usize = 16 * 1024;
@@ -36,8 +36,14 @@ pub fn cookies(headers: &HeaderMap) -> Cookies<'_> {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !matches!(c, b' ' | b'\t')).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !matches!(c, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !matches!(c, b' ' | b'\t'))
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     &b[start..end.max(start)]
 }
 
@@ -131,11 +137,21 @@ mod tests {
     /// Cookies from several header lines are all seen, trimmed and unquoted; junk is skipped.
     #[test]
     fn parses_all_lines_and_skips_junk() {
-        let h = map(&[b"a=1; b = \"two\" ;junk; =x;;c=", b"kappe_optout=1", b"d=\xff; e=5"]);
+        let h = map(&[
+            b"a=1; b = \"two\" ;junk; =x;;c=",
+            b"kappe_optout=1",
+            b"d=\xff; e=5",
+        ]);
         let got: Vec<_> = cookies(&h).collect();
         assert_eq!(
             got,
-            vec![("a", "1"), ("b", "two"), ("c", ""), ("kappe_optout", "1"), ("e", "5")]
+            vec![
+                ("a", "1"),
+                ("b", "two"),
+                ("c", ""),
+                ("kappe_optout", "1"),
+                ("e", "5")
+            ]
         );
     }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::privacy::gpp::tests::{Us, header};
-use crate::privacy::tcf::tests::{NOW, Tc, T12, V, Vendors};
+use crate::privacy::tcf::tests::{NOW, T12, Tc, V, Vendors};
 use http::HeaderValue;
 
 fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -50,7 +50,10 @@ fn no_signal_allows_everything() {
 fn gpc_exactly_one() {
     for v in ["1", " 1 ", "0, 1"] {
         let got = eval(&[("sec-gpc", v)], None);
-        assert!(got.opted_out && !got.retargeting_allowed && !got.storage_allowed, "{v:?}");
+        assert!(
+            got.opted_out && !got.retargeting_allowed && !got.storage_allowed,
+            "{v:?}"
+        );
         assert_eq!(labels(&got), vec!["gpc"]);
     }
     for v in ["0", "true", "yes", "11", ""] {
@@ -87,7 +90,10 @@ fn own_cookie_opts_out() {
 #[test]
 fn us_privacy_query_and_cookie() {
     assert_eq!(eval(&[], Some("us_privacy=1YNN")), OPEN);
-    assert_eq!(labels(&eval(&[], Some("us_privacy=1NYN"))), vec!["us_privacy"]);
+    assert_eq!(
+        labels(&eval(&[], Some("us_privacy=1NYN"))),
+        vec!["us_privacy"]
+    );
     assert!(eval(&[("cookie", "usprivacy=1-Y-")], None).opted_out);
     assert_eq!(eval(&[], Some("us_privacy=1---")), OPEN);
     assert_eq!(eval(&[], Some("us_privacy=1X%20NN")), OPEN);
@@ -96,16 +102,35 @@ fn us_privacy_query_and_cookie() {
 /// GPP: only applicable sections are read; a usnat opt-out opts out; `DBAA` and `-1` are none.
 #[test]
 fn gpp_sections_by_sid() {
-    let s = format!("{}~{}", header(&[7]), Us { sale: 1, ..Us::NONE }.usnat());
+    let s = format!(
+        "{}~{}",
+        header(&[7]),
+        Us {
+            sale: 1,
+            ..Us::NONE
+        }
+        .usnat()
+    );
     let q = format!("gpp={s}&gpp_sid=7");
     assert_eq!(labels(&eval(&[], Some(&q))), vec!["gpp"]);
     let q = format!("gpp={s}&gpp_sid=8");
     assert_eq!(eval(&[], Some(&q)), OPEN, "section 7 is not applicable");
     let q = format!("gpp={s}");
-    assert!(eval(&[], Some(&q)).opted_out, "without gpp_sid opt-outs still count");
+    assert!(
+        eval(&[], Some(&q)).opted_out,
+        "without gpp_sid opt-outs still count"
+    );
     assert_eq!(eval(&[], Some("gpp=DBAA&gpp_sid=-1")), OPEN);
     assert_eq!(eval(&[("cookie", "gpp=DBAA; gpp_sid=-1")], None), OPEN);
-    let ca = format!("{}~{}", header(&[8]), Us { gpc: Some(true), ..Us::NONE }.usca());
+    let ca = format!(
+        "{}~{}",
+        header(&[8]),
+        Us {
+            gpc: Some(true),
+            ..Us::NONE
+        }
+        .usca()
+    );
     let q = format!("gpp={ca}&gpp_sid=8");
     assert!(eval(&[], Some(&q)).opted_out);
     let usp = format!("gpp={}~1YYN&gpp_sid=6", header(&[6]));
@@ -138,7 +163,10 @@ fn gdpr_requires_valid_consent() {
     let v = eval(&[], Some(&format!("gdpr=1&gdpr_consent={T12}")));
     assert!(!v.retargeting_allowed && !v.storage_allowed);
     assert_eq!(labels(&v), vec!["tcf_invalid"]);
-    assert_eq!(labels(&eval(&[], Some("gdpr=1&gdpr_consent=xx+"))), vec!["tcf_invalid"]);
+    assert_eq!(
+        labels(&eval(&[], Some("gdpr=1&gdpr_consent=xx+"))),
+        vec!["tcf_invalid"]
+    );
 
     let cookie = format!("euconsent-v2={}", good_tc());
     assert!(eval(&[("cookie", &cookie)], Some("gdpr=1")).retargeting_allowed);
@@ -188,7 +216,10 @@ fn opt_out_beats_tcf_consent() {
         ("cookie", "usprivacy=1NYN"),
     ] {
         let v = eval(&[h], Some(&q));
-        assert!(v.opted_out && !v.retargeting_allowed && !v.storage_allowed, "{h:?}");
+        assert!(
+            v.opted_out && !v.retargeting_allowed && !v.storage_allowed,
+            "{h:?}"
+        );
         assert!(v.signals.contains(Signal::Tcf));
     }
 }
@@ -225,7 +256,15 @@ fn honor_set_switches_signals_off() {
         ("dnt", "1"),
         ("cookie", "kappe_optout=1; usprivacy=1NYN"),
     ];
-    let gpp = format!("gpp={}~{}&gpp_sid=7", header(&[7]), Us { sale: 1, ..Us::NONE }.usnat());
+    let gpp = format!(
+        "gpp={}~{}&gpp_sid=7",
+        header(&[7]),
+        Us {
+            sale: 1,
+            ..Us::NONE
+        }
+        .usnat()
+    );
     assert_eq!(
         labels(&with(&cfg("all"), all_signals, Some(&gpp))),
         vec!["own_cookie", "gpc", "dnt", "gpp", "us_privacy"]
@@ -237,7 +276,10 @@ fn honor_set_switches_signals_off() {
         ("gpp", "gpp"),
         ("usp", "us_privacy"),
     ] {
-        assert_eq!(labels(&with(&cfg(only), all_signals, Some(&gpp))), vec![label]);
+        assert_eq!(
+            labels(&with(&cfg(only), all_signals, Some(&gpp))),
+            vec![label]
+        );
     }
     assert_eq!(with(&cfg("tcf"), all_signals, Some(&gpp)), OPEN);
     // Without tcf, gdpr=1 imposes no requirement.
@@ -265,7 +307,10 @@ fn cli_values_parse() {
 #[test]
 fn signal_labels_are_bounded_and_distinct() {
     let mut l: Vec<_> = Signal::ALL.iter().map(|s| s.label()).collect();
-    assert!(l.iter().all(|s| s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+    assert!(
+        l.iter()
+            .all(|s| s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    );
     l.sort_unstable();
     l.dedup();
     assert_eq!(l.len(), Signal::ALL.len());

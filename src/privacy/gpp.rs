@@ -67,7 +67,9 @@ pub fn parse_sid(s: &str) -> Result<SectionIds, DecodeError> {
         if part == "-1" {
             continue;
         }
-        let id: u16 = part.parse().map_err(|_| DecodeError::OutOfRange("gpp_sid"))?;
+        let id: u16 = part
+            .parse()
+            .map_err(|_| DecodeError::OutOfRange("gpp_sid"))?;
         out.push(id)?;
     }
     Ok(out)

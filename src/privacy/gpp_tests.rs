@@ -51,7 +51,9 @@ impl Us {
         for _ in 0..6 {
             w.int(1, 2);
         }
-        w.int(self.sale, 2).int(self.sharing, 2).int(self.targeted, 2);
+        w.int(self.sale, 2)
+            .int(self.sharing, 2)
+            .int(self.targeted, 2);
         for _ in 0..sensitive + child {
             w.int(0, 2);
         }
@@ -98,7 +100,10 @@ fn dbadnzg_is_2_6_8() {
 /// The header alone is checked for its section count: text and ids must agree.
 #[test]
 fn section_count_must_match_header() {
-    assert_eq!(decode("DBADNZg~a~b").unwrap_err(), DecodeError::SectionCount);
+    assert_eq!(
+        decode("DBADNZg~a~b").unwrap_err(),
+        DecodeError::SectionCount
+    );
     assert_eq!(decode("DBADNZg").unwrap_err(), DecodeError::SectionCount);
     assert_eq!(decode("DBAA~x").unwrap_err(), DecodeError::SectionCount);
 }
@@ -108,10 +113,25 @@ fn section_count_must_match_header() {
 #[test]
 fn malformed_headers_are_errors() {
     let mut w = BitWriter::new();
-    w.int(3, 6).int(1, 6).int(1, 12).bool(true).fibonacci(1).fibonacci(10_000);
+    w.int(3, 6)
+        .int(1, 6)
+        .int(1, 12)
+        .bool(true)
+        .fibonacci(1)
+        .fibonacci(10_000);
     let huge_group = w.finish();
     let long = "A".repeat(MAX_GPP_LEN + 1);
-    for s in ["CBABM~x", "DCABM~x", "D+AB~x", "", "~", "DBA", "DBAB", huge_group.as_str(), &long] {
+    for s in [
+        "CBABM~x",
+        "DCABM~x",
+        "D+AB~x",
+        "",
+        "~",
+        "DBA",
+        "DBAB",
+        huge_group.as_str(),
+        &long,
+    ] {
         assert!(decode(s).is_err(), "{s:?} must be rejected");
     }
 }
@@ -132,19 +152,48 @@ fn sid_parsing() {
 #[test]
 fn usnat_opt_out_fields() {
     for version in [1, 2] {
-        let base = Us { version, ..Us::NONE };
+        let base = Us {
+            version,
+            ..Us::NONE
+        };
         assert!(!decode_usnat(&base.usnat()).unwrap().opted_out());
-        let na = Us { sale: 0, sharing: 0, targeted: 0, ..base };
+        let na = Us {
+            sale: 0,
+            sharing: 0,
+            targeted: 0,
+            ..base
+        };
         assert!(!decode_usnat(&na.usnat()).unwrap().opted_out());
         let sale = decode_usnat(&Us { sale: 1, ..base }.usnat()).unwrap();
         assert!(sale.sale && sale.opted_out());
         let sharing = decode_usnat(&Us { sharing: 1, ..base }.usnat()).unwrap();
         assert!(sharing.sharing && !sharing.sale && sharing.opted_out());
-        let targeted = decode_usnat(&Us { targeted: 1, ..base }.usnat()).unwrap();
+        let targeted = decode_usnat(
+            &Us {
+                targeted: 1,
+                ..base
+            }
+            .usnat(),
+        )
+        .unwrap();
         assert!(targeted.targeted_advertising && targeted.opted_out());
-        let gpc = decode_usnat(&Us { gpc: Some(true), ..base }.usnat()).unwrap();
+        let gpc = decode_usnat(
+            &Us {
+                gpc: Some(true),
+                ..base
+            }
+            .usnat(),
+        )
+        .unwrap();
         assert!(gpc.gpc && gpc.opted_out());
-        let no_gpc = decode_usnat(&Us { gpc: Some(false), ..base }.usnat()).unwrap();
+        let no_gpc = decode_usnat(
+            &Us {
+                gpc: Some(false),
+                ..base
+            }
+            .usnat(),
+        )
+        .unwrap();
         assert!(!no_gpc.opted_out());
     }
 }
@@ -152,11 +201,24 @@ fn usnat_opt_out_fields() {
 /// usnat errors: bad version, truncated core, opt-out value 3.
 #[test]
 fn usnat_malformed_is_error() {
-    let v3 = Us { version: 3, ..Us::NONE }.usnat();
+    let v3 = Us {
+        version: 3,
+        ..Us::NONE
+    }
+    .usnat();
     assert!(decode_usnat(&v3).is_err());
     let full = Us::NONE.usnat();
     assert!(decode_usnat(&full[..full.len() - 2]).is_err());
-    assert!(decode_usnat(&Us { sale: 3, ..Us::NONE }.usnat()).is_err());
+    assert!(
+        decode_usnat(
+            &Us {
+                sale: 3,
+                ..Us::NONE
+            }
+            .usnat()
+        )
+        .is_err()
+    );
     assert!(decode_usnat("").is_err());
     assert!(decode_usnat(&format!("{full}.")).is_err());
 }
@@ -165,9 +227,39 @@ fn usnat_malformed_is_error() {
 #[test]
 fn usca_opt_out_fields() {
     assert!(!decode_usca(&Us::NONE.usca()).unwrap().opted_out());
-    assert!(decode_usca(&Us { sale: 1, ..Us::NONE }.usca()).unwrap().sale);
-    assert!(decode_usca(&Us { sharing: 1, ..Us::NONE }.usca()).unwrap().sharing);
-    assert!(decode_usca(&Us { gpc: Some(true), ..Us::NONE }.usca()).unwrap().gpc);
+    assert!(
+        decode_usca(
+            &Us {
+                sale: 1,
+                ..Us::NONE
+            }
+            .usca()
+        )
+        .unwrap()
+        .sale
+    );
+    assert!(
+        decode_usca(
+            &Us {
+                sharing: 1,
+                ..Us::NONE
+            }
+            .usca()
+        )
+        .unwrap()
+        .sharing
+    );
+    assert!(
+        decode_usca(
+            &Us {
+                gpc: Some(true),
+                ..Us::NONE
+            }
+            .usca()
+        )
+        .unwrap()
+        .gpc
+    );
     let full = Us::NONE.usca();
     assert!(decode_usca(&full[..full.len() - 2]).is_err());
 }
@@ -175,7 +267,11 @@ fn usca_opt_out_fields() {
 /// Other US states: only the GPC sub-section is read.
 #[test]
 fn us_state_gpc_only() {
-    let with = Us { gpc: Some(true), ..Us::NONE }.usnat();
+    let with = Us {
+        gpc: Some(true),
+        ..Us::NONE
+    }
+    .usnat();
     assert!(decode_us_state_gpc(&with).unwrap().opted_out());
     assert!(!decode_us_state_gpc(&Us::NONE.usnat()).unwrap().opted_out());
 }
@@ -188,7 +284,11 @@ fn full_string_with_tcf_usp_usnat_usca() {
     let s = format!(
         "{}~{tc}~1YNN~{}~{}",
         header(&[2, 6, 7, 8]),
-        Us { targeted: 1, ..Us::NONE }.usnat(),
+        Us {
+            targeted: 1,
+            ..Us::NONE
+        }
+        .usnat(),
         Us::NONE.usca()
     );
     let g = decode(&s).unwrap();

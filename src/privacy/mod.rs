@@ -156,7 +156,9 @@ impl ConsentMode {
         match s.trim() {
             "opt-out" => Ok(ConsentMode::OptOut),
             "opt-in" => Ok(ConsentMode::OptIn),
-            other => Err(format!("unknown consent mode `{other}`: expected opt-in or opt-out")),
+            other => Err(format!(
+                "unknown consent mode `{other}`: expected opt-in or opt-out"
+            )),
         }
     }
 }
@@ -331,16 +333,14 @@ fn query_value(raw: &str) -> Cow<'_, str> {
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             c => out.push(c),
         }
@@ -421,7 +421,10 @@ pub fn evaluate(
         && let Some(g) = input.gpp.as_deref()
     {
         // An unparseable gpp_sid is treated as absent: every section is read for opt-outs.
-        let sid = input.gpp_sid.as_deref().and_then(|s| gpp::parse_sid(s).ok());
+        let sid = input
+            .gpp_sid
+            .as_deref()
+            .and_then(|s| gpp::parse_sid(s).ok());
         if sid.is_some_and(|s| s.contains(gpp::SECTION_TCFEUV2)) && h.tcf {
             input.gdpr_applies = true;
         }
@@ -463,8 +466,7 @@ pub fn evaluate(
         signals.insert(Signal::UsPrivacy);
     }
 
-    let tcf_required =
-        cfg.consent_mode == ConsentMode::OptIn || (h.tcf && input.gdpr_applies);
+    let tcf_required = cfg.consent_mode == ConsentMode::OptIn || (h.tcf && input.gdpr_applies);
     let permission = if tcf_required {
         let candidate = input.gdpr_consent.as_deref().or(tc_from_gpp).or(tc_cookie);
         let (signal, permission) = tcf_outcome(candidate, cfg.tcf_vendor_id, now);

@@ -69,8 +69,7 @@ fn parse_q(s: &str) -> u16 {
         return 0;
     }
     let mut thousandths = 0u16;
-    for (i, b) in frac.bytes().chain(std::iter::repeat(b'0')).take(3).enumerate() {
-        let _ = i;
+    for b in frac.bytes().chain(std::iter::repeat(b'0')).take(3) {
         thousandths = thousandths * 10 + u16::from(b - b'0');
     }
     (whole + thousandths).min(1000)
@@ -93,7 +92,10 @@ pub struct PageView<'a> {
 /// Impressions in the cap's window `(now - W, now]`, the window the store admits by.
 fn in_window(impressions: &[UnixSecs], cap: Cap, now: UnixSecs) -> usize {
     let from = now.saturating_sub(u64::from(cap.window_secs));
-    impressions.iter().filter(|&&t| t > from && t <= now).count()
+    impressions
+        .iter()
+        .filter(|&&t| t > from && t <= now)
+        .count()
 }
 
 fn cap_json(impressions: &[UnixSecs], caps: &[Cap], now: UnixSecs) -> Value {
@@ -156,7 +158,10 @@ pub fn gpc_json() -> &'static str {
 
 /// Escapes text for HTML element content and double- or single-quoted attributes.
 fn esc(s: &str) -> Cow<'_> {
-    if !s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
+    {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -287,7 +292,11 @@ fn utc(t: UnixSecs) -> String {
     let secs = i64::try_from(t).unwrap_or(i64::MAX / 2);
     let (y, m, d) = civil(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", sod / 3600, sod % 3600 / 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        sod / 3600,
+        sod % 3600 / 60
+    )
 }
 
 /// "in 3 days" / "in 3 Tagen", always plural (smaller units below two of a larger one).
@@ -314,7 +323,11 @@ fn relative(lang: Lang, now: UnixSecs, at: UnixSecs) -> String {
 /// A bar of `count` against `limit`, with the numbers as text (the bar is decoration).
 fn bar(out: &mut String, t: &Texts, count: usize, cap: Cap) {
     let pct = (count as u64 * 100 / u64::from(cap.limit.max(1))).min(100);
-    let full = if count as u64 >= u64::from(cap.limit) { " full" } else { "" };
+    let full = if count as u64 >= u64::from(cap.limit) {
+        " full"
+    } else {
+        ""
+    };
     let _ = write!(
         out,
         "<div class=\"cap\"><span>{count}/{limit} {shown} {win} {dur}</span>\
@@ -388,7 +401,12 @@ pub fn render_page(lang: Lang, view: &PageView<'_>) -> String {
     if !r.visitor_impressions.is_empty() && !view.visitor_caps.is_empty() {
         let _ = write!(o, "<h2>{}</h2><ul class=\"camp\"><li>", t.all_campaigns);
         for cap in view.visitor_caps {
-            bar(&mut o, t, in_window(&r.visitor_impressions, *cap, view.now), *cap);
+            bar(
+                &mut o,
+                t,
+                in_window(&r.visitor_impressions, *cap, view.now),
+                *cap,
+            );
         }
         o.push_str("</li></ul>");
     }

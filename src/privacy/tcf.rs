@@ -385,7 +385,9 @@ impl<'a> VendorSet<'a> {
             ),
             Encoding::BitField => None,
         };
-        bits.into_iter().flatten().chain(ranges.into_iter().flatten())
+        bits.into_iter()
+            .flatten()
+            .chain(ranges.into_iter().flatten())
     }
 }
 
@@ -411,10 +413,7 @@ impl<'a> Restrictions<'a> {
                 _ => RestrictionType::Undefined,
             };
             let entries = data.read_u16(12).ok()?;
-            let vendors = RangeList {
-                entries,
-                data,
-            };
+            let vendors = RangeList { entries, data };
             for _ in 0..entries {
                 range_entry(&mut data).ok()?;
             }

@@ -5,7 +5,8 @@ use super::*;
 use crate::privacy::bits::writer::BitWriter;
 
 const T1: &str = "COtybn4PA_zT4KjACBENAPCIAEBAAECAAIAAAAAAAAAA";
-const T2: &str = "COrEAV4OrXx94ACABBENAHCIAD-AAAAAAACAAxAAAAgAIAwgAgAAAAEAgQAAAAAEAYQAQAAAACAAAABAAA";
+const T2: &str =
+    "COrEAV4OrXx94ACABBENAHCIAD-AAAAAAACAAxAAAAgAIAwgAgAAAAEAgQAAAAAEAYQAQAAAACAAAABAAA";
 const T3_TAIL: &str = ".IBAgAAAgAIAwgAgAAAAEAAAACA.QAagAQAgAIAwgA";
 const T4: &str = "COv__-wOv__-wC2AAAENAPCgAAAAAAAAAAAAA_wAQA_gEBABAEAAAA";
 const T5: &str = "COwBOpCOwBOpCLqAAAENAPCAAAAAAAAAAAAAFfwAYFfAV-BVkAGBVYFWAAA";
@@ -14,8 +15,7 @@ const T7: &str = "COwxsONOwxsONKpAAAENAdCAAMAAAAAAAAAAAAAAAAAA";
 const T8: &str = "COvFyGBOvFyGBAbAAAENAPCAAOAAAAAAAAAAAEEUACCKAAA";
 const T9_TAIL: &str = ".IFoEUQQgAIQwgIwQABAEAAAAOIAACAIAAAAQAIAgEAACEAAAAAgAQBAAAAAAAGBAAgAAAAAAAFAAECAAAgAAQARAEQAAAAAJAAIAAgAAAYQEAAAQmAgBC3ZAYzUw.ZAAgH9794ulA";
 const T10: &str = "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA";
-const T11: &str =
-    "CQSbk4AQSbk4ANwAAAENAwCgAAAAAAAAAAYgACPAAAAA.IDKQA4AAgAKAGQAygAAA.YAAAAAAAAAAA";
+const T11: &str = "CQSbk4AQSbk4ANwAAAENAwCgAAAAAAAAAAYgACPAAAAA.IDKQA4AAgAKAGQAygAAA.YAAAAAAAAAAA";
 pub(crate) const T12: &str = "CQMC4oAQMC4oAPoABABGBaEAAP_gAP_gAAqIKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____grG1f8b_9teW_5fvfp-2R5jV_32HvuxDEGFsmz7gXMu9b8nBffYTs0Tfq2pgqZEgC7dMEhA20cmNRFUKFqiBWtMOxoTJShO0on4GSIcxFjZ1gIXG-bi2N5AJnm-v_3V3nZH-3t2v7d3PLLmGe_dr3_5LVYmJ0rn60d-_1tE5v78j73_H7_i_j83ukTb95PW3-1a-3vf37y2__3__33__v9_______f_79__9____-AAA.QKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____gAA.IKxtX_G__bXlv-X736ftkeY1f99h77sQxBhbJs-4FzLvW_JwX32E7NE36tqYKmRIAu3TBIQNtHJjURVChaogVrTDsaEyUoTtKJ-BkiHMRY2dYCFxvm4tjeQCZ5vr_91d52R_t7dr-3dzyy5hnv3a9_-S1WJidK5-tHfv9bROb-_I-9_x-_4v4_N7pE2_eT1t_tWvt739-8tv_9__99__7_f______3_-_f__f____gAA";
 const T13: &str = "COx3XOeOx3XOeLkAAAENAfCIAAAAAHgAAIAAAAAAAAAA";
 const T14: &str =
@@ -95,7 +95,10 @@ fn t2_t3_bitfields_and_segments() {
 #[test]
 fn range_encoded_vectors() {
     let tc = decode(T4).unwrap();
-    assert_eq!((tc.created, tc.last_updated), (15_837_691_824, 15_837_691_824));
+    assert_eq!(
+        (tc.created, tc.last_updated),
+        (15_837_691_824, 15_837_691_824)
+    );
     assert_eq!(tc.cmp_id, 182);
     assert!(tc.is_service_specific);
     assert!(tc.vendor_consents.is_range_encoded());
@@ -130,7 +133,10 @@ fn range_encoded_vectors() {
     assert_eq!((tc.consent_language(), tc.publisher_cc()), ("FR", "FR"));
 
     let tc = decode(T16).unwrap();
-    assert_eq!((tc.cmp_id, tc.cmp_version, tc.consent_screen), (123, 239, 2));
+    assert_eq!(
+        (tc.cmp_id, tc.cmp_version, tc.consent_screen),
+        (123, 239, 2)
+    );
     assert_eq!(tc.vendor_list_version, 54);
     assert!(tc.vendor_consents.is_range_encoded());
     assert_eq!(tc.vendor_consents.max_vendor_id(), 829);
@@ -189,13 +195,16 @@ fn t9_disclosed_and_publisher_tc() {
     assert_eq!(disclosed.last(), Some(&720));
     let p = tc.publisher_tc.unwrap();
     assert_eq!(purposes(p.purposes_consent), vec![3, 16]);
-    let mut li: Vec<u8> = (1..=7).chain(9..=12).chain(14..=19).chain(21..=24).collect();
+    let mut li: Vec<u8> = (1..=7)
+        .chain(9..=12)
+        .chain(14..=19)
+        .chain(21..=24)
+        .collect();
     li.sort_unstable();
     assert_eq!(purposes(p.purposes_li_transparency), li);
     let n = u32::from(p.num_custom_purposes);
-    let custom = |bits: u64| -> Vec<u32> {
-        (1..=n).filter(|i| (bits >> (n - i)) & 1 == 1).collect()
-    };
+    let custom =
+        |bits: u64| -> Vec<u32> { (1..=n).filter(|i| (bits >> (n - i)) & 1 == 1).collect() };
     assert_eq!(custom(p.custom_purposes_consent), vec![1, 2, 4]);
     assert_eq!(custom(p.custom_purposes_li_transparency), vec![2, 4]);
 }
@@ -206,7 +215,10 @@ fn t11_decodes_but_policy_version_2_is_invalid() {
     let tc = decode(T11).unwrap();
     assert_eq!(tc.created, 17_489_088_000);
     assert_eq!(tc.last_updated, tc.created);
-    assert_eq!((tc.cmp_id, tc.vendor_list_version, tc.policy_version), (880, 48, 2));
+    assert_eq!(
+        (tc.cmp_id, tc.vendor_list_version, tc.policy_version),
+        (880, 48, 2)
+    );
     assert!(tc.is_service_specific);
     assert_eq!(tc.publisher_cc(), "DE");
     assert_eq!(tc.purposes_consent, 0);
@@ -233,7 +245,10 @@ fn t12_real_world_accept_all() {
     assert_eq!((tc.vendor_list_version, tc.policy_version), (90, 4));
     assert!(!tc.is_service_specific);
     assert_eq!(purposes(tc.purposes_consent), (1..=11).collect::<Vec<u8>>());
-    assert_eq!(purposes(tc.purposes_li_transparency), (1..=11).collect::<Vec<u8>>());
+    assert_eq!(
+        purposes(tc.purposes_li_transparency),
+        (1..=11).collect::<Vec<u8>>()
+    );
     assert_eq!(tc.publisher_cc(), "FR");
     assert!(!tc.vendor_consents.is_range_encoded());
     assert_eq!(tc.vendor_consents.max_vendor_id(), 1379);
@@ -269,8 +284,13 @@ fn must_reject_vectors_are_errors() {
     .map(|s| s.to_string())
     .collect();
     for tail in [
-        "BwAQQ", "BwAYQAC", "BwAgABA", // truncated range entries
-        "BwAgAAAAA", "BwAgACAAA", "BwAgABAAAA", "BwAgABAAEA", // vendor 0 or > MaxVendorId
+        "BwAQQ",
+        "BwAYQAC",
+        "BwAgABA", // truncated range entries
+        "BwAgAAAAA",
+        "BwAgACAAA",
+        "BwAgABAAAA",
+        "BwAgABAAEA", // vendor 0 or > MaxVendorId
         "BwAoABAACA", // start > end
     ] {
         bad.push(format!("{base}{tail}"));
@@ -284,7 +304,10 @@ fn must_reject_vectors_are_errors() {
 #[test]
 fn overlong_input_is_rejected_up_front() {
     let s = format!("{T1}.{}", "A".repeat(MAX_TC_LEN));
-    assert_eq!(decode(&s).unwrap_err(), DecodeError::TooLong { max: MAX_TC_LEN });
+    assert_eq!(
+        decode(&s).unwrap_err(),
+        DecodeError::TooLong { max: MAX_TC_LEN }
+    );
 }
 
 // ---- a small encoder for the rules ----
@@ -308,7 +331,9 @@ fn vendor_section(w: &mut BitWriter, v: &Vendors) {
             w.int(u64::from(max), 16).bool(false).field(set, max);
         }
         Vendors::Ranges(max, ranges) => {
-            w.int(u64::from(*max), 16).bool(true).int(ranges.len() as u64, 12);
+            w.int(u64::from(*max), 16)
+                .bool(true)
+                .int(ranges.len() as u64, 12);
             range_list(w, ranges);
         }
     }
@@ -324,6 +349,9 @@ fn range_list(w: &mut BitWriter, ranges: &[(u16, u16)]) {
     }
 }
 
+/// A publisher restriction to encode: (purpose, type, vendor ranges).
+pub(crate) type RestrictionSpec = (u8, u8, Vec<(u16, u16)>);
+
 pub(crate) struct Tc {
     pub(crate) created_secs: u64,
     pub(crate) policy: u8,
@@ -333,7 +361,7 @@ pub(crate) struct Tc {
     pub(crate) vc: Vendors,
     pub(crate) vli: Vendors,
     /// (purpose, type, vendor ranges)
-    pub(crate) restrictions: Vec<(u8, u8, Vec<(u16, u16)>)>,
+    pub(crate) restrictions: Vec<RestrictionSpec>,
     pub(crate) disclosed: Option<Vendors>,
 }
 
@@ -356,7 +384,12 @@ impl Tc {
     pub(crate) fn encode(&self) -> String {
         let mut w = BitWriter::new();
         let ds = self.created_secs * 10;
-        w.int(2, 6).int(ds, 36).int(ds, 36).int(300, 12).int(1, 12).int(1, 6);
+        w.int(2, 6)
+            .int(ds, 36)
+            .int(ds, 36)
+            .int(300, 12)
+            .int(1, 12)
+            .int(1, 6);
         w.int(3, 6).int(4, 6); // "DE"
         w.int(150, 12).int(u64::from(self.policy), 6);
         w.bool(self.service_specific).bool(false).int(0, 12);
@@ -383,7 +416,9 @@ impl Tc {
 
     fn permission(&self, vendor: Option<u16>) -> Result<Permission, Invalid> {
         let s = self.encode();
-        decode(&s).expect("encoder output decodes").permission(vendor, NOW)
+        decode(&s)
+            .expect("encoder output decodes")
+            .permission(vendor, NOW)
     }
 }
 
@@ -403,7 +438,10 @@ fn full_consent_allows_retargeting() {
 #[test]
 fn policy_version_below_4_is_invalid() {
     for (p, ok) in [(2, false), (3, false), (4, true), (5, true)] {
-        let tc = Tc { policy: p, ..Tc::good() };
+        let tc = Tc {
+            policy: p,
+            ..Tc::good()
+        };
         assert_eq!(tc.permission(Some(V)).is_ok(), ok, "policy {p}");
     }
 }
@@ -429,7 +467,10 @@ fn purposes_1_3_4_need_consent_and_li_does_not_count() {
             ..Tc::good()
         };
         let p = tc.permission(Some(V)).unwrap();
-        assert!(!p.retargeting, "purpose {missing} by LI must not allow retargeting");
+        assert!(
+            !p.retargeting,
+            "purpose {missing} by LI must not allow retargeting"
+        );
         assert_eq!(p.storage, missing != 1, "storage needs purpose 1 consent");
     }
 }
@@ -478,7 +519,10 @@ fn publisher_restriction_not_allowed_denies() {
             restrictions: vec![(purpose, 0, vec![(700, 800)])],
             ..Tc::good()
         };
-        assert!(!tc.permission(Some(V)).unwrap().retargeting, "purpose {purpose}");
+        assert!(
+            !tc.permission(Some(V)).unwrap().retargeting,
+            "purpose {purpose}"
+        );
         let elsewhere = Tc {
             restrictions: vec![(purpose, 0, vec![(1, 700)])],
             ..Tc::good()
@@ -557,7 +601,11 @@ fn thousands_of_ranges_decode_without_expansion() {
         ..Tc::good()
     };
     let s = tc.encode();
-    assert!(s.len() > 15_000 && s.len() <= MAX_TC_LEN, "{} chars", s.len());
+    assert!(
+        s.len() > 15_000 && s.len() <= MAX_TC_LEN,
+        "{} chars",
+        s.len()
+    );
     let d = decode(&s).unwrap();
     assert!(std::mem::size_of::<VendorSet<'_>>() <= 64);
     assert!(d.vendor_consents.contains(65535));
@@ -579,7 +627,10 @@ fn maximal_range_list_exceeds_the_cap() {
         vc: Vendors::Ranges(65535, ranges),
         ..Tc::good()
     };
-    assert!(matches!(decode(&tc.encode()), Err(DecodeError::TooLong { .. })));
+    assert!(matches!(
+        decode(&tc.encode()),
+        Err(DecodeError::TooLong { .. })
+    ));
 }
 
 /// A bitfield of 65535 vendors is skipped, not walked, and looked up by position.

@@ -66,7 +66,10 @@ mod tests {
     #[test]
     fn spec_examples_decode() {
         let a = decode("1YNN").unwrap();
-        assert_eq!((a.notice, a.opt_out_sale, a.lspa), (Flag::Yes, Flag::No, Flag::No));
+        assert_eq!(
+            (a.notice, a.opt_out_sale, a.lspa),
+            (Flag::Yes, Flag::No, Flag::No)
+        );
         assert!(!a.opted_out() && a.applies());
         assert!(decode("1NYN").unwrap().opted_out());
         assert!(decode("1-Y-").unwrap().opted_out());
@@ -77,7 +80,9 @@ mod tests {
     /// Wrong length, version or characters are errors.
     #[test]
     fn malformed_strings_are_errors() {
-        for s in ["1YN", "2YNN", "1X NN", "1YNX", "", "1YNNN", "1ynn", "\u{e9}YN"] {
+        for s in [
+            "1YN", "2YNN", "1X NN", "1YNX", "", "1YNNN", "1ynn", "\u{e9}YN",
+        ] {
             assert!(decode(s).is_err(), "{s:?} must be rejected");
         }
     }
