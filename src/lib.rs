@@ -32,6 +32,7 @@ pub mod config;
 pub mod demo;
 pub mod metrics;
 pub mod policy;
+pub mod privacy;
 pub mod proxy;
 pub mod server;
 pub mod status;
