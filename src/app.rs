@@ -9,11 +9,15 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::proxy::{Proxy, upstream_client};
 use crate::server::{self, ServerOptions};
+use crate::store::memory::{MemoryOptions, MemoryStore};
+use crate::store::pseudonym::{Pseudonymizer, load_or_create_secret};
+use crate::store::{Store, snapshot};
 
 /// State shared by the visitor port, the admin port and the background tasks.
 pub struct Shared {
@@ -21,6 +25,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub proxy: Arc<Proxy>,
     pub policy: Arc<ArcSwap<Policy>>,
+    pub store: Store,
+    pub clock: Clock,
     pub started: std::time::Instant,
 }
 
@@ -37,30 +43,128 @@ pub enum AppError {
     },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Secret(#[from] crate::store::pseudonym::SecretError),
+    #[error("{0}")]
+    State(#[from] snapshot::SnapshotError),
+    #[error("store: {0}")]
+    Store(String),
 }
 
 impl Shared {
-    /// Builds everything a running kappe needs from its configuration.
+    /// Builds everything a running kappe needs from its configuration, on the system clock.
     ///
     /// # Errors
-    /// When a part (TLS files, the store) cannot be set up.
+    /// When a part (the secret, the state file, the store) cannot be set up.
     pub async fn new(cfg: Config) -> Result<Arc<Shared>, AppError> {
+        Self::with_clock(cfg, Clock::System).await
+    }
+
+    /// As [`Shared::new`], with an injected clock (tests move time by hand).
+    ///
+    /// # Errors
+    /// When a part (the secret, the state file, the store) cannot be set up.
+    pub async fn with_clock(cfg: Config, clock: Clock) -> Result<Arc<Shared>, AppError> {
         let cfg = Arc::new(cfg);
         let metrics = Metrics::new();
+        let st = &cfg.store;
+        let key = load_or_create_secret(
+            st.secret.as_deref(),
+            st.secret_file.as_deref(),
+            st.state_file.as_deref(),
+        )?;
+        let store = Self::open_store(&cfg, &clock).await?;
         let policy = Arc::new(ArcSwap::from_pointee(cfg.policy.clone()));
         let proxy = Arc::new(Proxy {
             cfg: cfg.clone(),
             client: upstream_client(&cfg),
             metrics: metrics.clone(),
+            policy: policy.clone(),
+            store: store.clone(),
+            pseudo: Pseudonymizer::new(key),
+            clock: clock.clone(),
         });
         metrics.store_up.set(1);
+        metrics.store_max_visitors.set(st.max_visitors as i64);
         Ok(Arc::new(Shared {
             cfg,
             metrics,
             proxy,
             policy,
+            store,
+            clock,
             started: std::time::Instant::now(),
         }))
+    }
+
+    async fn open_store(cfg: &Config, clock: &Clock) -> Result<Store, AppError> {
+        let st = &cfg.store;
+        let opts = MemoryOptions {
+            max_visitors: st.max_visitors,
+            max_campaigns: st.max_campaigns,
+            max_retention_secs: st.max_retention_secs,
+        };
+        if st.url != "memory" {
+            return Err(AppError::Store(format!(
+                "{} is not available in this build",
+                st.url
+            )));
+        }
+        let memory = match &st.state_file {
+            None => MemoryStore::new(opts),
+            Some(path) => {
+                let (store, aside) =
+                    snapshot::load_at_start(path, opts, st.discard_corrupt_state, clock.now())?;
+                if let Some(aside) = aside {
+                    tracing::warn!(moved_to = %aside.display(), "corrupt state file moved aside; starting empty");
+                }
+                tracing::info!(visitors = store.len(), path = %path.display(), "state loaded");
+                store
+            }
+        };
+        Ok(Store::Memory(Arc::new(memory)))
+    }
+
+    /// Writes the state file, if one is configured and the store is the memory store.
+    pub fn write_state(&self) {
+        let (Some(path), Store::Memory(m)) = (&self.cfg.store.state_file, &self.store) else {
+            return;
+        };
+        match snapshot::write(m, path, self.clock.now()) {
+            Ok(summary) => tracing::debug!(?summary, "state written"),
+            Err(e) => tracing::error!(error = %e, "cannot write the state file"),
+        }
+    }
+
+    /// The background work of a running kappe: sweeping expired records and writing snapshots.
+    /// Runs until `stop` turns true.
+    async fn background(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(10));
+        let mut snap = tokio::time::interval(self.cfg.store.snapshot_interval);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        snap.tick().await;
+        loop {
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        return;
+                    }
+                }
+                _ = sweep.tick() => {
+                    if let Store::Memory(m) = &self.store {
+                        let m = m.clone();
+                        let now = self.clock.now();
+                        // Sweeping walks every shard: keep it off the request workers' turns.
+                        let _ = tokio::task::spawn_blocking(move || m.sweep(now)).await;
+                    }
+                }
+                _ = snap.tick(), if self.cfg.store.state_file.is_some() => {
+                    let me = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || me.write_state()).await;
+                }
+            }
+        }
     }
 
     /// Re-reads the config file and swaps in its policy. An invalid file keeps the old policy.
@@ -102,11 +206,34 @@ impl Shared {
     /// # Errors
     /// The store's error.
     pub async fn store_ping(&self) -> Result<(), String> {
-        Ok(())
+        let result = tokio::time::timeout(
+            self.cfg
+                .store
+                .timeout
+                .max(std::time::Duration::from_millis(500)),
+            self.store.ping(),
+        )
+        .await
+        .unwrap_or(Err(crate::store::StoreError::Timeout));
+        self.metrics.store_up.set(i64::from(result.is_ok()));
+        result.map_err(|e| e.to_string())
     }
 
     /// Copies the store's numbers into gauges before a scrape.
-    pub fn refresh_gauges(&self) {}
+    pub fn refresh_gauges(&self) {
+        if let Store::Memory(m) = &self.store {
+            let s = m.stats();
+            let m = &self.metrics;
+            m.store_visitors.set(s.visitors as i64);
+            m.store_bytes.set(s.estimated_bytes as i64);
+            let set = |reason: &str, total: u64| {
+                let c = m.store_evictions.with_label_values(&[reason]);
+                c.inc_by(total.saturating_sub(c.get()));
+            };
+            set("expired", s.evictions_expired);
+            set("capacity", s.evictions_capacity);
+        }
+    }
 }
 
 /// Builds the TLS acceptor from PEM files (HTTP/2 and HTTP/1.1 offered by ALPN).
@@ -222,11 +349,15 @@ pub async fn run(
     );
     let visitor_task = tokio::spawn(visitor_server);
     let admin_task = tokio::spawn(admin_server);
+    let background = tokio::spawn(shared.clone().background(stop_rx.clone()));
     shutdown.await;
     tracing::info!("shutting down: no new connections; draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = visitor_task.await;
     let _ = admin_task.await;
+    let _ = background.await;
+    let me = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || me.write_state()).await;
     tracing::info!("stopped");
     Ok(())
 }

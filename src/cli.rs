@@ -42,16 +42,22 @@ pub enum Command {
     BenchStore {
         /// Number of distinct visitors.
         #[arg(long, default_value_t = 1_000_000)]
-        visitors: u64,
+        visitors: usize,
         /// Campaigns per visitor.
         #[arg(long, default_value_t = 1)]
-        campaigns: u32,
-        /// Worker threads driving the store.
+        campaigns: usize,
+        /// Worker threads driving the store (the global --threads is the proxy's).
         #[arg(long = "bench-threads", default_value_t = 1)]
         bench_threads: usize,
         /// How long to drive it, in seconds.
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// The cap policy to drive, N/DURATION (repeatable) [default: 3/1d].
+        #[arg(long = "bench-cap")]
+        bench_cap: Vec<String>,
+        /// Where the snapshot is written [default: the system's temporary directory].
+        #[arg(long)]
+        snapshot_dir: Option<std::path::PathBuf>,
     },
     /// Probe the admin port's /healthz and exit 0 when it answers 200 (for container health checks).
     Healthcheck {

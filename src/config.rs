@@ -100,10 +100,9 @@ pub struct Enforcement {
 /// Privacy settings as configured (the signal logic lives in [`crate::privacy`]).
 #[derive(Clone, Debug)]
 pub struct PrivacySettings {
-    pub optout_cookie: String,
+    pub signals: crate::privacy::PrivacyConfig,
+    /// The `--honor` value as given, for `kappe check`.
     pub honor: String,
-    pub tcf_vendor_id: Option<u16>,
-    pub consent_opt_in: bool,
     pub strip_cookies: Vec<String>,
     pub privacy_path: String,
 }
@@ -633,19 +632,13 @@ impl Config {
 
     fn privacy(a: &Args) -> Result<PrivacySettings, ConfigError> {
         let honor = a.honor.clone().unwrap_or_else(|| "all".to_owned());
-        for word in honor.split(',') {
-            if !["all", "cookie", "gpc", "dnt", "gpp", "usp", "tcf"].contains(&word.trim()) {
-                return Err(invalid(
-                    "honor",
-                    &honor,
-                    "expected all or a list of cookie,gpc,dnt,gpp,usp,tcf",
-                ));
+        let honor_set =
+            crate::privacy::HonorSet::parse(&honor).map_err(|e| invalid("honor", &honor, e))?;
+        let consent_mode = match a.consent_mode.as_deref() {
+            None => crate::privacy::ConsentMode::OptOut,
+            Some(v) => {
+                crate::privacy::ConsentMode::parse(v).map_err(|e| invalid("consent-mode", v, e))?
             }
-        }
-        let consent_opt_in = match a.consent_mode.as_deref() {
-            None | Some("opt-out") => false,
-            Some("opt-in") => true,
-            Some(v) => return Err(invalid("consent-mode", v, "expected opt-out or opt-in")),
         };
         let privacy_path = a
             .privacy_path
@@ -665,17 +658,20 @@ impl Config {
             ));
         }
         Ok(PrivacySettings {
-            optout_cookie: cookie_name(
-                "optout-cookie",
-                a.optout_cookie.as_deref().unwrap_or("kappe_optout"),
-            )?,
+            signals: crate::privacy::PrivacyConfig {
+                honor: honor_set,
+                tcf_vendor_id: a
+                    .tcf_vendor_id
+                    .as_deref()
+                    .map(|v| number("tcf-vendor-id", Some(v), 1u16, 1))
+                    .transpose()?,
+                consent_mode,
+                optout_cookie: cookie_name(
+                    "optout-cookie",
+                    a.optout_cookie.as_deref().unwrap_or("kappe_optout"),
+                )?,
+            },
             honor,
-            tcf_vendor_id: a
-                .tcf_vendor_id
-                .as_deref()
-                .map(|v| number("tcf-vendor-id", Some(v), 1u16, 1))
-                .transpose()?,
-            consent_opt_in,
             strip_cookies: a
                 .strip_cookies
                 .iter()

@@ -74,7 +74,37 @@ fn main() -> ExitCode {
             demo_upstream_listen,
         }) => run_demo(cli.args, &demo_upstream_listen),
         Some(Command::DemoUpstream { listen }) => run_demo_upstream(&listen),
-        Some(Command::BenchStore { .. }) => fail("bench-store is not available in this build", 1),
+        Some(Command::BenchStore {
+            visitors,
+            campaigns,
+            bench_threads,
+            seconds,
+            bench_cap,
+            snapshot_dir,
+        }) => {
+            let mut caps = Vec::new();
+            for c in &bench_cap {
+                match kappe::policy::parse_cap_list(c) {
+                    Ok(list) => caps.extend(list),
+                    Err(e) => {
+                        return fail(format!("invalid value '{c}' for '--bench-cap': {e}"), 2);
+                    }
+                }
+            }
+            let mut opts = kappe::store::bench::BenchOptions {
+                visitors,
+                campaigns,
+                threads: bench_threads.max(1),
+                seconds,
+                snapshot_dir,
+                ..Default::default()
+            };
+            if !caps.is_empty() {
+                opts.caps = caps;
+            }
+            print!("{}", kappe::store::bench::run(&opts));
+            ExitCode::SUCCESS
+        }
         Some(Command::Healthcheck { admin_url }) => healthcheck(&admin_url),
     }
 }

@@ -10,23 +10,38 @@
 //! Errors from any phase become a response in exactly one place ([`error::rescue`]).
 
 pub mod body;
+pub mod decide;
 pub mod error;
 pub mod forward;
+pub mod identity;
+pub mod inspect;
+pub mod local;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Method, Request, Response, header};
-use hyper::body::Incoming;
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use self::body::{BodyTooLarge, ProxyBody, UpstreamBody};
+use self::decide::{Decision, DropReason};
 use self::error::{ProxyError, rescue};
-use crate::config::{Config, LogFormat};
+use self::identity::Identity;
+use self::inspect::Inspected;
+use crate::clock::{Clock, UnixSecs};
+use crate::config::{Config, LogFormat, NoId, OnDrop, StoreFailure, VisitorSource};
 use crate::metrics::Metrics;
+use crate::policy::{Policy, Source};
+use crate::privacy::{self, Verdict};
 use crate::server::ConnInfo;
+use crate::store::pseudonym::Pseudonymizer;
+use crate::store::{Admission, AdmitRequest, Store, StoreError, window};
 
 /// The pooled HTTP/1.1 client to the upstream.
 pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
@@ -50,7 +65,29 @@ pub struct Proxy {
     pub cfg: Arc<Config>,
     pub client: UpstreamClient,
     pub metrics: Metrics,
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub store: Store,
+    pub pseudo: Pseudonymizer,
+    pub clock: Clock,
 }
+
+/// What the request phase learned that the response phase needs.
+struct Ctx {
+    version: Version,
+    now: UnixSecs,
+    verdict: Verdict,
+    identity: Identity,
+    /// The upstream request head, kept when a drop may be answered by asking again.
+    replay: Option<http::request::Parts>,
+}
+
+/// Headers an ad server uses to talk to kappe; a visitor must not be able to send them upstream.
+const KAPPE_REQUEST_HEADERS: [&str; 2] = ["x-kappe-capped", "x-kappe-exclude"];
+static X_KAPPE_BURN: HeaderName = HeaderName::from_static("x-kappe-burn");
+static X_KAPPE_DECISION: HeaderName = HeaderName::from_static("x-kappe-decision");
+static X_KAPPE_EXCLUDE: HeaderName = HeaderName::from_static("x-kappe-exclude");
+static X_KAPPE_CAPPED: HeaderName = HeaderName::from_static("x-kappe-capped");
+static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
 
 impl Proxy {
     /// Answers one visitor request. Never fails: errors are rescued into responses.
@@ -66,8 +103,8 @@ impl Proxy {
             .access_log
             .map(|_| req.uri().path().to_owned())
             .unwrap_or_default();
-        let resp = match self.pipeline(req, &info).await {
-            Ok(resp) => resp,
+        let (resp, decision) = match self.pipeline(req, &info).await {
+            Ok(pair) => pair,
             Err(err) => {
                 if let Some(kind) = err.upstream_kind() {
                     self.metrics
@@ -78,14 +115,22 @@ impl Proxy {
                         self.metrics.upstream_up.set(0);
                     }
                 }
-                rescue(&err)
+                (rescue(&err), None)
             }
         };
         let elapsed = start.elapsed();
         self.metrics.count_status(resp.status());
         self.metrics.request_duration.observe(elapsed.as_secs_f64());
         if let Some(format) = self.cfg.access_log {
-            access_log(format, &method, &path, resp.status(), elapsed, &info);
+            access_log(
+                format,
+                &method,
+                &path,
+                resp.status(),
+                elapsed,
+                &info,
+                decision,
+            );
         }
         resp
     }
@@ -94,12 +139,15 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         info: &ConnInfo,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<(Response<ProxyBody>, Option<Decision>), ProxyError> {
         // request_filter
         if req.method() == Method::CONNECT {
             return Err(ProxyError::Connect);
         }
         let host = forward::visitor_host(req.uri(), req.headers(), req.version())?;
+        if local::is_local(req.uri().path(), &self.cfg.privacy.privacy_path) {
+            return Ok((self.local(req, info).await?, None));
+        }
         let max = self.cfg.max_body_size;
         let declared = req
             .headers()
@@ -110,9 +158,37 @@ impl Proxy {
             return Err(ProxyError::BodyTooLarge(max));
         }
 
+        // privacy and identity
+        let now = self.clock.now();
+        let verdict = privacy::evaluate(
+            &self.cfg.privacy.signals,
+            req.headers(),
+            req.uri().query(),
+            now,
+        );
+        for signal in verdict.signals.iter() {
+            self.metrics
+                .privacy_signals
+                .with_label_values(&[signal.label()])
+                .inc();
+        }
+        let identity = if verdict.storage_allowed {
+            identity::identify(
+                req.headers(),
+                &self.cfg.enforcement,
+                &self.pseudo,
+                info.peer.ip(),
+                now,
+            )
+        } else {
+            Identity::None
+        };
+
         // upstream_request
         let (mut parts, body) = req.into_parts();
-        let visitor_version = parts.version;
+        let version = parts.version;
+        self.upstream_headers(&mut parts.headers, &verdict, &identity, now)
+            .await;
         forward::prepare_request(
             &mut parts,
             &self.cfg.upstream_authority,
@@ -120,17 +196,385 @@ impl Proxy {
             info,
             host,
         );
-        let body = UpstreamBody::Limited {
-            inner: body,
-            remaining: max,
+        let bodiless = declared == Some(0) || (declared.is_none() && body.is_end_stream());
+        let replay =
+            (self.cfg.enforcement.on_drop == OnDrop::Refetch && bodiless).then(|| parts.clone());
+        let body = if bodiless {
+            UpstreamBody::Empty
+        } else {
+            UpstreamBody::Limited {
+                inner: body,
+                remaining: max,
+            }
         };
         let resp = self.send(Request::from_parts(parts, body)).await?;
+        let ctx = Ctx {
+            version,
+            now,
+            verdict,
+            identity,
+            replay,
+        };
 
-        // response_filter
+        // response_filter, with at most --refetch-max further asks
+        let (mut resp, mut decision, mut campaign) = self.response_filter(resp, &ctx, info).await?;
+        let mut excluded: Vec<String> = Vec::new();
+        let mut refetches = 0;
+        while let (Decision::Dropped(_), Some(c), Some(replay)) =
+            (decision, campaign.take(), ctx.replay.as_ref())
+        {
+            if refetches >= self.cfg.enforcement.refetch_max || self.cfg.enforcement.dry_run {
+                break;
+            }
+            refetches += 1;
+            self.metrics.refetch.inc();
+            excluded.push(c);
+            let req = self.refetch_request(replay, &excluded);
+            let upstream = self.send(req).await?;
+            (resp, decision, campaign) = self.response_filter(upstream, &ctx, info).await?;
+        }
+        let mut resp = match decision {
+            Decision::Dropped(_) if !self.cfg.enforcement.dry_run => {
+                drain(resp.into_body());
+                self.drop_answer()
+            }
+            _ => resp,
+        };
+        if self.cfg.enforcement.explain_header {
+            resp.headers_mut()
+                .insert(X_KAPPE_DECISION.clone(), decision.explain(now));
+        }
+        Ok((resp, Some(decision)))
+    }
+
+    /// Privacy and hint headers of the upstream request.
+    async fn upstream_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        verdict: &Verdict,
+        identity: &Identity,
+        now: UnixSecs,
+    ) {
+        for name in KAPPE_REQUEST_HEADERS {
+            headers.remove(name);
+        }
+        let e = &self.cfg.enforcement;
+        if !verdict.storage_allowed {
+            // No visitor id travels upstream for a visitor who may not be tracked.
+            let mut strip: Vec<&str> = e
+                .visitor_from
+                .iter()
+                .filter_map(|s| match s {
+                    VisitorSource::Cookie(n) => Some(n.as_str()),
+                    VisitorSource::Header(_) => None,
+                })
+                .collect();
+            strip.push(e.visitor_cookie.as_str());
+            if verdict.opted_out {
+                strip.extend(self.cfg.privacy.strip_cookies.iter().map(String::as_str));
+            }
+            if headers.contains_key(header::COOKIE) {
+                match privacy::strip_cookies(headers, &strip) {
+                    Some(v) => headers.insert(header::COOKIE, v),
+                    None => headers.remove(header::COOKIE),
+                };
+            }
+            for s in &e.visitor_from {
+                if let VisitorSource::Header(h) = s {
+                    headers.remove(h);
+                }
+            }
+        }
+        if verdict.own_cookie {
+            headers.insert(SEC_GPC.clone(), HeaderValue::from_static("1"));
+        }
+        if e.hint_capped
+            && let Identity::Known { key, .. } = identity
+        {
+            match self.store.report(*key, now).await {
+                Ok(report) => {
+                    let policy = self.policy.load();
+                    let capped = window::capped_campaigns(
+                        &report,
+                        |c| policy.caps_for(c, None).to_vec(),
+                        &policy.visitor_caps,
+                        now,
+                    );
+                    if !capped.is_empty()
+                        && let Ok(v) = HeaderValue::from_str(&capped.join(","))
+                    {
+                        headers.insert(X_KAPPE_CAPPED.clone(), v);
+                    }
+                }
+                Err(e) => {
+                    self.store_failed(&e);
+                }
+            }
+        }
+    }
+
+    /// The replayed request with the excluded campaigns named in a header and, with
+    /// `--exclude-param`, in the query (`exclude=campaignid:1,campaignid:2`).
+    fn refetch_request(
+        &self,
+        replay: &http::request::Parts,
+        excluded: &[String],
+    ) -> Request<UpstreamBody> {
+        let mut parts = replay.clone();
+        if let Ok(v) = HeaderValue::from_str(&excluded.join(",")) {
+            parts.headers.insert(X_KAPPE_EXCLUDE.clone(), v);
+        }
+        if let Some(param) = &self.cfg.enforcement.exclude_param {
+            let list: Vec<String> = excluded.iter().map(|c| format!("campaignid:{c}")).collect();
+            let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let sep = if pq.contains('?') { '&' } else { '?' };
+            let new = format!("{pq}{sep}{param}={}", list.join(","));
+            let mut uri_parts = parts.uri.clone().into_parts();
+            uri_parts.path_and_query = new.parse().ok().or(uri_parts.path_and_query);
+            if let Ok(uri) = Uri::from_parts(uri_parts) {
+                parts.uri = uri;
+            }
+        }
+        Request::from_parts(parts, UpstreamBody::Empty)
+    }
+
+    /// Cleans the upstream's answer and decides what the visitor gets. Returns the response as it
+    /// would be served, the decision, and the campaign (for refetch exclusion).
+    async fn response_filter(
+        &self,
+        resp: Response<Incoming>,
+        ctx: &Ctx,
+        info: &ConnInfo,
+    ) -> Result<(Response<ProxyBody>, Decision, Option<String>), ProxyError> {
+        let e = &self.cfg.enforcement;
         let (mut parts, body) = resp.into_parts();
-        forward::prepare_response(&mut parts.headers, visitor_version);
-        self.metrics.passthrough.inc();
-        Ok(Response::from_parts(parts, ProxyBody::Stream(body)))
+        forward::prepare_response(&mut parts.headers, ctx.version);
+        let mut campaign = e
+            .campaign_from
+            .iter()
+            .find_map(|s| s.from_headers(&parts.headers));
+        let mut advertiser = e
+            .advertiser_from
+            .iter()
+            .find_map(|s| s.from_headers(&parts.headers));
+        let needs_body = (campaign.is_none() && e.campaign_from.iter().any(Source::needs_body))
+            || (advertiser.is_none() && e.advertiser_from.iter().any(Source::needs_body));
+        let body = if needs_body {
+            let read = tokio::time::timeout(
+                self.cfg.upstream_timeout,
+                inspect::read_prefix(body, e.max_inspect_bytes),
+            );
+            match read.await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout),
+                Ok(Err(_)) => return Err(ProxyError::UpstreamBroken),
+                Ok(Ok(Inspected::TooLarge(prefix, rest))) => {
+                    self.metrics
+                        .inspect_skipped
+                        .with_label_values(&["too_large"])
+                        .inc();
+                    ProxyBody::Prefixed(Some(prefix), rest)
+                }
+                Ok(Ok(Inspected::Complete(bytes))) => {
+                    let any_json = e
+                        .campaign_from
+                        .iter()
+                        .chain(&e.advertiser_from)
+                        .any(|s| matches!(s, Source::Json(_)));
+                    let json = any_json
+                        .then(|| serde_json::from_slice(&bytes).ok())
+                        .flatten();
+                    campaign = campaign.or_else(|| {
+                        e.campaign_from
+                            .iter()
+                            .find_map(|s| s.from_body(&bytes, json.as_ref()))
+                    });
+                    advertiser = advertiser.or_else(|| {
+                        e.advertiser_from
+                            .iter()
+                            .find_map(|s| s.from_body(&bytes, json.as_ref()))
+                    });
+                    if campaign.is_none() {
+                        self.metrics
+                            .inspect_skipped
+                            .with_label_values(&["no_match"])
+                            .inc();
+                    }
+                    ProxyBody::full(bytes)
+                }
+            }
+        } else {
+            ProxyBody::Stream(body)
+        };
+
+        let policy = self.policy.load();
+        let retargeting = parts.headers.get(&e.retargeting_header).is_some_and(|v| {
+            matches!(
+                v.as_bytes().to_ascii_lowercase().as_slice(),
+                b"1" | b"true" | b"yes"
+            )
+        }) || campaign
+            .as_deref()
+            .is_some_and(|c| policy.is_retargeting_campaign(c));
+        let declared = e
+            .policy_header
+            .as_ref()
+            .and_then(|h| parts.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| crate::policy::parse_cap_list(v).ok());
+        let burn = parts
+            .headers
+            .get(&X_KAPPE_BURN)
+            .and_then(|v| v.to_str().ok())
+            .filter(|g| local::valid_glob(g))
+            .map(str::to_owned);
+        if !e.keep_upstream_headers {
+            for s in &e.campaign_from {
+                if let Source::Header(h) = s {
+                    parts.headers.remove(h);
+                }
+            }
+            for s in &e.advertiser_from {
+                if let Source::Header(h) = s {
+                    parts.headers.remove(h);
+                }
+            }
+            parts.headers.remove(&e.retargeting_header);
+            if let Some(h) = &e.policy_header {
+                parts.headers.remove(h);
+            }
+            parts.headers.remove(&X_KAPPE_BURN);
+        }
+        if let (Some(glob), Identity::Known { key, .. }) = (&burn, &ctx.identity) {
+            if let Err(err) = self.store.burn(*key, glob, policy.burn_secs, ctx.now).await {
+                self.store_failed(&err);
+            }
+        }
+
+        let decision = match &campaign {
+            None => Decision::PassThrough,
+            Some(_) if !policy.applies(retargeting) => Decision::PassThrough,
+            Some(_) if retargeting && !ctx.verdict.retargeting_allowed => {
+                Decision::Dropped(DropReason::OptOut)
+            }
+            Some(_) if !ctx.verdict.storage_allowed => Decision::ServedUncounted("no_consent"),
+            Some(c) => {
+                let (key, issued) = match &ctx.identity {
+                    Identity::Known { key, .. } => (Some(*key), None),
+                    Identity::Issuable => {
+                        let id = identity::new_id();
+                        (Some(self.pseudo.key(id.as_bytes())), Some(id))
+                    }
+                    Identity::None => (None, None),
+                };
+                match key {
+                    None if e.no_id == NoId::Drop => Decision::Dropped(DropReason::NoId),
+                    None => Decision::ServedUncounted("no_id"),
+                    Some(key) => {
+                        let admit = AdmitRequest {
+                            campaign: c,
+                            campaign_caps: policy.caps_for(c, declared.as_deref()),
+                            advertiser: advertiser.as_deref(),
+                            advertiser_caps: advertiser
+                                .as_deref()
+                                .map_or(&[][..], |a| policy.advertiser_caps_for(a)),
+                            visitor_caps: &policy.visitor_caps,
+                            max_age_secs: policy.max_age_secs,
+                        };
+                        let decided = tokio::time::timeout(
+                            self.cfg.store.timeout,
+                            self.store.admit(key, &admit, ctx.now),
+                        )
+                        .await;
+                        match decided.unwrap_or(Err(StoreError::Timeout)) {
+                            Ok(Admission::Admitted) => {
+                                if let Some(id) = issued {
+                                    let max_age = u64::from(
+                                        policy
+                                            .longest_need_secs()
+                                            .clamp(86_400, self.cfg.store.max_retention_secs),
+                                    );
+                                    let secure = info.tls || e.cookie_secure;
+                                    parts.headers.append(
+                                        header::SET_COOKIE,
+                                        identity::set_cookie(
+                                            &e.visitor_cookie,
+                                            &id,
+                                            max_age,
+                                            secure,
+                                        ),
+                                    );
+                                }
+                                Decision::Served
+                            }
+                            Ok(Admission::Denied(d)) => Decision::Dropped(DropReason::Denied(d)),
+                            Err(err) => {
+                                self.store_failed(&err);
+                                match self.cfg.store.failure {
+                                    StoreFailure::Closed => {
+                                        Decision::Dropped(DropReason::StoreUnavailable)
+                                    }
+                                    StoreFailure::Open => {
+                                        Decision::ServedUncounted("store_unavailable")
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        match decision {
+            Decision::PassThrough | Decision::ServedUncounted(_) => self.metrics.passthrough.inc(),
+            Decision::Served => self.metrics.impressions.inc(),
+            Decision::Dropped(r) if e.dry_run => {
+                self.metrics
+                    .dry_run_would_drop
+                    .with_label_values(&[r.label()])
+                    .inc();
+            }
+            Decision::Dropped(r) => self.metrics.dropped.with_label_values(&[r.label()]).inc(),
+        }
+        Ok((Response::from_parts(parts, body), decision, campaign))
+    }
+
+    /// The answer that replaces a dropped response (`--on-drop`).
+    fn drop_answer(&self) -> Response<ProxyBody> {
+        let mut resp = match &self.cfg.enforcement.on_drop {
+            OnDrop::File { path, body } => {
+                let mut resp = Response::new(ProxyBody::full(body.clone()));
+                let ct = match path.extension().and_then(|e| e.to_str()) {
+                    Some("html" | "htm") => "text/html; charset=utf-8",
+                    Some("json") => "application/json",
+                    Some("xml") => "application/xml",
+                    Some("gif") => "image/gif",
+                    Some("png") => "image/png",
+                    Some("svg") => "image/svg+xml",
+                    _ => "application/octet-stream",
+                };
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+                resp
+            }
+            // Refetch that found nothing servable ends in no-fill too.
+            OnDrop::NoFill | OnDrop::Refetch => {
+                let mut resp = Response::new(ProxyBody::Empty);
+                *resp.status_mut() = StatusCode::NO_CONTENT;
+                resp
+            }
+        };
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    /// Counts a store failure and marks the store down until it answers again.
+    pub(crate) fn store_failed(&self, err: &StoreError) -> ProxyError {
+        tracing::warn!(error = %err, "store operation failed");
+        self.metrics
+            .store_errors
+            .with_label_values(&[err.kind()])
+            .inc();
+        ProxyError::StoreUnavailable
     }
 
     /// Sends one request upstream, bounded by the response timeout.
@@ -150,6 +594,28 @@ impl Proxy {
             Ok(Err(e)) => Err(classify(&e, self.cfg.max_body_size)),
         }
     }
+}
+
+/// Reads a dropped response's body to its end in the background (up to a bound), so its pooled
+/// upstream connection can be reused instead of closed.
+fn drain(body: ProxyBody) {
+    const MAX_DRAIN: u64 = 256 * 1024;
+    if body.is_end_stream() {
+        return;
+    }
+    if body.size_hint().upper().is_some_and(|n| n > MAX_DRAIN) {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut read = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            read += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if read > MAX_DRAIN {
+                break;
+            }
+        }
+    });
 }
 
 /// Maps a client error to what went wrong, by walking its sources.
@@ -183,12 +649,20 @@ fn access_log(
     status: http::StatusCode,
     elapsed: Duration,
     info: &ConnInfo,
+    decision: Option<Decision>,
 ) {
+    let decision = match decision {
+        None => "local".to_owned(),
+        Some(Decision::PassThrough) => "passthrough".to_owned(),
+        Some(Decision::Served) => "served".to_owned(),
+        Some(Decision::ServedUncounted(why)) => format!("uncounted:{why}"),
+        Some(Decision::Dropped(r)) => format!("dropped:{}", r.label()),
+    };
     use std::io::Write;
     let micros = elapsed.as_micros();
     let line = match format {
         LogFormat::Text => format!(
-            "{} {method} {path} {} {micros}us\n",
+            "{} {method} {path} {} {micros}us {decision}\n",
             info.peer.ip(),
             status.as_u16()
         ),
@@ -199,6 +673,7 @@ fn access_log(
                 "path": path,
                 "status": status.as_u16(),
                 "duration_us": micros as u64,
+                "decision": decision,
             })
             .to_string();
             s.push('\n');

@@ -153,7 +153,11 @@ pub(crate) struct Inline {
 
 impl Inline {
     fn timestamps(&self) -> &[u32] {
-        let start = self.ring.iter().position(|t| *t != 0).unwrap_or(INLINE_TIMESTAMPS);
+        let start = self
+            .ring
+            .iter()
+            .position(|t| *t != 0)
+            .unwrap_or(INLINE_TIMESTAMPS);
         &self.ring[start..]
     }
 
@@ -324,10 +328,18 @@ impl Full {
 
     /// When everything here may be forgotten (0 when empty).
     fn forget_at(&self) -> u32 {
-        let recs = self.campaigns.iter().chain(&self.advertisers).map(|r| r.forget_at);
+        let recs = self
+            .campaigns
+            .iter()
+            .chain(&self.advertisers)
+            .map(|r| r.forget_at);
         let burns = self.burns.iter().map(|b| b.until);
         recs.chain(burns)
-            .chain(std::iter::once(if self.visitor.is_empty() { 0 } else { self.visitor_forget }))
+            .chain(std::iter::once(if self.visitor.is_empty() {
+                0
+            } else {
+                self.visitor_forget
+            }))
             .max()
             .unwrap_or(0)
     }
@@ -377,9 +389,15 @@ impl Full {
     fn heap_bytes(&self) -> usize {
         let recs = self.campaigns.iter().chain(&self.advertisers);
         std::mem::size_of::<Full>()
-            + recs.map(|r| std::mem::size_of::<Rec>() + 4 * r.ts.capacity()).sum::<usize>()
+            + recs
+                .map(|r| std::mem::size_of::<Rec>() + 4 * r.ts.capacity())
+                .sum::<usize>()
             + 4 * self.visitor.capacity()
-            + self.burns.iter().map(|b| 24 + b.pattern.len()).sum::<usize>()
+            + self
+                .burns
+                .iter()
+                .map(|b| 24 + b.pattern.len())
+                .sum::<usize>()
     }
 }
 
@@ -424,15 +442,24 @@ impl Interner {
 
     pub(crate) fn name(&self, id: u32) -> Arc<str> {
         let names = self.names.read().unwrap_or_else(PoisonError::into_inner);
-        names.get(id as usize).cloned().unwrap_or_else(|| Arc::from(""))
+        names
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<str>> {
-        self.names.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn len(&self) -> usize {
-        self.names.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
@@ -592,7 +619,9 @@ impl MemoryStore {
         req: &AdmitRequest<'_>,
         now: u32,
     ) -> Admission {
-        self.with_full(key, g, now, |full| decide(full, ids, req, now, self.opts.max_retention_secs))
+        self.with_full(key, g, now, |full| {
+            decide(full, ids, req, now, self.opts.max_retention_secs)
+        })
     }
 
     /// Runs `f` on the visitor's full record (spilling an inline slot first), then stores the
@@ -841,7 +870,11 @@ impl MemoryStore {
         let spilled_bytes: usize = if spilled < 10_000 {
             self.spill
                 .iter()
-                .map(|e| e.lock().unwrap_or_else(PoisonError::into_inner).heap_bytes())
+                .map(|e| {
+                    e.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .heap_bytes()
+                })
                 .sum()
         } else {
             spilled * 160
@@ -1026,7 +1059,13 @@ fn decide(full: &mut Full, ids: Ids, req: &AdmitRequest<'_>, now: u32, max_ret: 
         r.forget_at = forget_at(now, r.first_seen, longest_window(caps), age, max_ret);
     };
     if !req.campaign_caps.is_empty() || req.max_age_secs.is_some() {
-        update(&mut full.campaigns, ci, camp, req.campaign_caps, req.max_age_secs);
+        update(
+            &mut full.campaigns,
+            ci,
+            camp,
+            req.campaign_caps,
+            req.max_age_secs,
+        );
     }
     if let Some(a) = ids.advertiser {
         update(&mut full.advertisers, ai, a, req.advertiser_caps, None);
@@ -1040,7 +1079,6 @@ fn decide(full: &mut Full, ids: Ids, req: &AdmitRequest<'_>, now: u32, max_ret: 
     truncate_oldest(&mut full.visitor, keep_count(req.visitor_caps));
     Admission::Admitted
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1082,7 +1120,10 @@ mod tests {
         let s = store();
         let caps = [cap(3, 86_400)];
         for i in 0..3 {
-            assert_eq!(s.admit(V, &req("c", &caps), T0 + i * 10).unwrap(), Admission::Admitted);
+            assert_eq!(
+                s.admit(V, &req("c", &caps), T0 + i * 10).unwrap(),
+                Admission::Admitted
+            );
         }
         let denied = s.admit(V, &req("c", &caps), T0 + 100).unwrap();
         assert_eq!(
@@ -1094,7 +1135,10 @@ mod tests {
             })
         );
         assert!(s.admit(V, &req("c", &caps), T0 + 86_399).unwrap() != Admission::Admitted);
-        assert_eq!(s.admit(V, &req("c", &caps), T0 + 86_400).unwrap(), Admission::Admitted);
+        assert_eq!(
+            s.admit(V, &req("c", &caps), T0 + 86_400).unwrap(),
+            Admission::Admitted
+        );
         assert_eq!(s.stats().spilled_visitors, 0, "one campaign stays inline");
     }
 
@@ -1103,10 +1147,22 @@ mod tests {
     fn campaigns_count_separately_after_spill() {
         let s = store();
         let caps = [cap(1, 100)];
-        assert_eq!(s.admit(V, &req("a", &caps), T0).unwrap(), Admission::Admitted);
-        assert_eq!(s.admit(V, &req("b", &caps), T0).unwrap(), Admission::Admitted);
-        assert!(matches!(s.admit(V, &req("a", &caps), T0 + 1).unwrap(), Admission::Denied(_)));
-        assert!(matches!(s.admit(V, &req("b", &caps), T0 + 1).unwrap(), Admission::Denied(_)));
+        assert_eq!(
+            s.admit(V, &req("a", &caps), T0).unwrap(),
+            Admission::Admitted
+        );
+        assert_eq!(
+            s.admit(V, &req("b", &caps), T0).unwrap(),
+            Admission::Admitted
+        );
+        assert!(matches!(
+            s.admit(V, &req("a", &caps), T0 + 1).unwrap(),
+            Admission::Denied(_)
+        ));
+        assert!(matches!(
+            s.admit(V, &req("b", &caps), T0 + 1).unwrap(),
+            Admission::Denied(_)
+        ));
         assert_eq!(s.stats().spilled_visitors, 1);
         let report = s.report(V, T0 + 1);
         assert_eq!(report.campaigns.len(), 2);
@@ -1150,8 +1206,14 @@ mod tests {
                 retry_at: Some(T0 + 60)
             })
         );
-        assert_eq!(s.admit(V, &req("brand", &caps), T0 + 1).unwrap(), Admission::Admitted);
-        assert_eq!(s.admit(V, &req("rt-shoes", &caps), T0 + 60).unwrap(), Admission::Admitted);
+        assert_eq!(
+            s.admit(V, &req("brand", &caps), T0 + 1).unwrap(),
+            Admission::Admitted
+        );
+        assert_eq!(
+            s.admit(V, &req("rt-shoes", &caps), T0 + 60).unwrap(),
+            Admission::Admitted
+        );
         assert!(s.burn(V, "", T0 + 60, T0).is_err());
     }
 
@@ -1171,7 +1233,13 @@ mod tests {
         assert_eq!(s.admit(V, &r("a"), T0).unwrap(), Admission::Admitted);
         assert_eq!(s.admit(V, &r("b"), T0).unwrap(), Admission::Admitted);
         let d = s.admit(V, &r("c"), T0).unwrap();
-        assert!(matches!(d, Admission::Denied(Denial { reason: DenyReason::AdvertiserCap, .. })));
+        assert!(matches!(
+            d,
+            Admission::Denied(Denial {
+                reason: DenyReason::AdvertiserCap,
+                ..
+            })
+        ));
         let other = AdmitRequest {
             visitor_caps: &vis,
             ..req("x", &camp)
@@ -1196,15 +1264,27 @@ mod tests {
         let wide = [cap(4, 1_000)];
         let narrow = [cap(1, 10)];
         for i in 0..3 {
-            assert_eq!(s.admit(V, &req("c", &wide), T0 + i).unwrap(), Admission::Admitted);
+            assert_eq!(
+                s.admit(V, &req("c", &wide), T0 + i).unwrap(),
+                Admission::Admitted
+            );
         }
-        assert_eq!(s.admit(V, &req("c", &narrow), T0 + 20).unwrap(), Admission::Admitted);
+        assert_eq!(
+            s.admit(V, &req("c", &narrow), T0 + 20).unwrap(),
+            Admission::Admitted
+        );
         assert_eq!(s.report(V, T0 + 20).campaigns[0].impressions, vec![T0 + 20]);
         // Back to the wide cap: three more fit, since only one impression is remembered.
         for i in 0..3 {
-            assert_eq!(s.admit(V, &req("c", &wide), T0 + 21 + i).unwrap(), Admission::Admitted);
+            assert_eq!(
+                s.admit(V, &req("c", &wide), T0 + 21 + i).unwrap(),
+                Admission::Admitted
+            );
         }
-        assert!(matches!(s.admit(V, &req("c", &wide), T0 + 30).unwrap(), Admission::Denied(_)));
+        assert!(matches!(
+            s.admit(V, &req("c", &wide), T0 + 30).unwrap(),
+            Admission::Denied(_)
+        ));
     }
 
     /// Erasure forgets everything; the report then is empty and caps start over.
@@ -1220,7 +1300,10 @@ mod tests {
         assert!(s.report(V, T0).is_empty());
         assert_eq!(s.len(), 0);
         assert_eq!(s.stats().spilled_visitors, 0);
-        assert_eq!(s.admit(V, &req("c", &caps), T0).unwrap(), Admission::Admitted);
+        assert_eq!(
+            s.admit(V, &req("c", &caps), T0).unwrap(),
+            Admission::Admitted
+        );
     }
 
     /// The sweeper removes visitors once their windows, ages and burns have passed, and counts
@@ -1260,8 +1343,12 @@ mod tests {
         });
         let caps = [cap(1, 86_400)];
         for i in 0..20_000u64 {
-            s.admit(VisitorKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), &req("c", &caps), T0 + i)
-                .unwrap();
+            s.admit(
+                VisitorKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                &req("c", &caps),
+                T0 + i,
+            )
+            .unwrap();
             assert!(s.len() <= 1_000);
         }
         let st = s.stats();
@@ -1345,8 +1432,11 @@ mod tests {
     fn model_check(caps: &[Cap], ts: &[u64], now: u64) -> Option<(Cap, u64)> {
         let mut worst: Option<(Cap, u64)> = None;
         for c in caps {
-            let mut live: Vec<u64> =
-                ts.iter().copied().filter(|t| t + u64::from(c.window_secs) > now).collect();
+            let mut live: Vec<u64> = ts
+                .iter()
+                .copied()
+                .filter(|t| t + u64::from(c.window_secs) > now)
+                .collect();
             if live.len() >= c.limit as usize {
                 live.sort_unstable_by(|a, b| b.cmp(a));
                 let at = live[c.limit as usize - 1] + u64::from(c.window_secs);
@@ -1364,7 +1454,11 @@ mod tests {
         }
         rec.ts.push(now);
         rec.last = now;
-        let window = caps.iter().map(|c| u64::from(c.window_secs)).max().unwrap_or(0);
+        let window = caps
+            .iter()
+            .map(|c| u64::from(c.window_secs))
+            .max()
+            .unwrap_or(0);
         let need = (now + window).max(age.map_or(0, |a| rec.first + u64::from(a)));
         rec.forget = need.min(now + retention);
     }

@@ -152,8 +152,85 @@ impl StoreError {
     }
 }
 
+pub mod bench;
 pub mod pseudonym;
 pub mod snapshot;
-pub mod bench;
 
 pub use memory::{MemoryOptions, MemoryStore, StoreStats};
+
+/// The store in use: the embedded memory store or a shared one. Dispatch is a `match`, not a
+/// trait object, so the memory path stays a direct, inlinable call.
+#[derive(Clone)]
+pub enum Store {
+    Memory(std::sync::Arc<memory::MemoryStore>),
+}
+
+impl Store {
+    /// Decides and records one impression atomically.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot answer (never for a denial).
+    pub async fn admit(
+        &self,
+        v: VisitorKey,
+        req: &AdmitRequest<'_>,
+        now: UnixSecs,
+    ) -> Result<Admission, StoreError> {
+        match self {
+            Store::Memory(m) => m.admit(v, req, now),
+        }
+    }
+
+    /// Everything stored about a visitor.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot answer.
+    pub async fn report(&self, v: VisitorKey, now: UnixSecs) -> Result<VisitorReport, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.report(v, now)),
+        }
+    }
+
+    /// Erases a visitor; true when something was stored.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot answer.
+    pub async fn erase(&self, v: VisitorKey) -> Result<bool, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.erase(v)),
+        }
+    }
+
+    /// Stops campaigns matching `pattern` for `duration_secs` for this visitor.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot answer.
+    pub async fn burn(
+        &self,
+        v: VisitorKey,
+        pattern: &str,
+        duration_secs: u32,
+        now: UnixSecs,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => m.burn(v, pattern, now + u64::from(duration_secs), now),
+        }
+    }
+
+    /// Checks that the store answers.
+    ///
+    /// # Errors
+    /// [`StoreError`] when it does not.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+        }
+    }
+
+    /// A short name for logs and the status page.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+        }
+    }
+}
