@@ -1459,7 +1459,7 @@ mod tests {
             .map(|c| u64::from(c.window_secs))
             .max()
             .unwrap_or(0);
-        let need = (now + window).max(age.map_or(0, |a| rec.first + u64::from(a)));
+        let need = (now + window).max(age.map_or(0, |a| rec.first + 2 * u64::from(a)));
         rec.forget = need.min(now + retention);
     }
 

@@ -53,9 +53,11 @@ pub fn forget_at(
     max_age: Option<u32>,
     max_retention: u32,
 ) -> u32 {
+    // A campaign past its maximum age must stay remembered for a while, or forgetting it would
+    // let it start following the visitor again at once: keep it for one more such period.
     let needed = now
         .saturating_add(longest_window)
-        .max(max_age.map_or(0, |a| first_seen.saturating_add(a)));
+        .max(max_age.map_or(0, |a| first_seen.saturating_add(a).saturating_add(a)));
     needed.min(now.saturating_add(max_retention))
 }
 
@@ -146,11 +148,12 @@ mod tests {
         assert_eq!(check(&caps[..1], &ts, 1_040), Some((caps[0], 1_090)));
     }
 
-    /// Forgetting waits for the longest window and the maximum age, within the retention bound.
+    /// Forgetting waits for the longest window, and for a campaign with a maximum age one more
+    /// such period past it (so it cannot start following again at once), within retention.
     #[test]
     fn forget_time_covers_window_and_age_within_retention() {
         assert_eq!(forget_at(1_000, 900, 100, None, 10_000), 1_100);
-        assert_eq!(forget_at(1_000, 900, 100, Some(500), 10_000), 1_400);
+        assert_eq!(forget_at(1_000, 900, 100, Some(500), 10_000), 1_900);
         assert_eq!(forget_at(1_000, 900, 100_000, Some(500), 10_000), 11_000);
     }
 

@@ -134,11 +134,21 @@ impl Kappe {
         Kappe::start_config(cfg).await
     }
 
+    /// Starts kappe on a manual clock that the test moves.
+    pub async fn start_clock(upstream: &str, flags: &[&str], clock: kappe::clock::Clock) -> Kappe {
+        let cfg = config(upstream, flags).expect("valid test configuration");
+        Kappe::start_full(cfg, clock).await
+    }
+
     pub async fn start_config(cfg: Config) -> Kappe {
+        Kappe::start_full(cfg, kappe::clock::Clock::System).await
+    }
+
+    pub async fn start_full(cfg: Config, clock: kappe::clock::Clock) -> Kappe {
         let (visitors, admin_listener) = app::bind(&cfg).await.expect("bind port 0");
         let addr = visitors.local_addr().unwrap();
         let admin = admin_listener.local_addr().unwrap();
-        let shared = Shared::new(cfg).await.expect("kappe starts");
+        let shared = Shared::with_clock(cfg, clock).await.expect("kappe starts");
         let (tx, rx) = oneshot::channel::<()>();
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -271,4 +281,69 @@ pub fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
     pages * 4096
+}
+
+/// A mock ad server: `/ad?c=CAMPAIGN[&rt=1][&adv=A][&fcap=3/1d][&burn=GLOB]` answers a banner of
+/// that campaign with kappe's headers; a campaign named in `X-Kappe-Exclude` is replaced by the
+/// contextual campaign `ctx-fallback`. Other paths answer 200 "page".
+pub async fn ad_server() -> Upstream {
+    Upstream::start(|req: Request<Incoming>| async move {
+        let q = req.uri().query().unwrap_or("").to_owned();
+        let param = |name: &str| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        };
+        if req.uri().path() != "/ad" {
+            return Response::new(full("page"));
+        }
+        let excluded: Vec<String> = req
+            .headers()
+            .get("x-kappe-exclude")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut c = param("c").unwrap_or_else(|| "rt-shoes".into());
+        let mut rt = param("rt").is_some();
+        if excluded.contains(&c) {
+            c = "ctx-fallback".into();
+            rt = false;
+        }
+        let mut b = Response::builder()
+            .header("x-campaign-id", c.as_str())
+            .header("set-cookie", "upstream_session=abc; Path=/");
+        if rt {
+            b = b.header("x-retargeting", "1");
+        }
+        if let Some(a) = param("adv") {
+            b = b.header("x-advertiser", a);
+        }
+        if let Some(f) = param("fcap") {
+            b = b.header("x-fcap", f.replace("%2C", ","));
+        }
+        if let Some(g) = param("burn") {
+            b = b.header("x-kappe-burn", g);
+        }
+        b.body(full(format!(
+            "<a href=\"/click?campaignid={c}\">banner {c}</a>"
+        )))
+        .unwrap()
+    })
+    .await
+}
+
+/// GET as a visitor with cookie `kappe_id=ID` (no cookie when `id` is empty), plus headers.
+pub async fn visit(
+    k: &Kappe,
+    path: &str,
+    id: &str,
+    extra: &[(&str, &str)],
+) -> (http::StatusCode, http::HeaderMap, String) {
+    let cookie = format!("kappe_id={id}");
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if !id.is_empty() {
+        headers.push(("cookie", &cookie));
+    }
+    get_with(&k.url(path), &headers).await
 }
