@@ -3,5 +3,6 @@
 
 mod caps;
 mod cli;
+mod privacy;
 mod proxy;
 mod support;
