@@ -16,8 +16,6 @@ import json
 import re
 import sys
 
-import yaml
-
 # kappe's metric families: name -> (type, {label: allowed values or None for any}).
 # This mirrors the list the metrics module implements; keep the two in step.
 # Target labels added by Prometheus (job, instance, ...) are allowed everywhere.
@@ -133,6 +131,9 @@ def dashboard_exprs(path):
 
 
 def rule_exprs(path):
+    # Imported here so that METRICS can be read without PyYAML installed.
+    import yaml
+
     with open(path, encoding="utf-8") as f:
         doc = yaml.safe_load(f)
     found = []
