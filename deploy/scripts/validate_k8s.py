@@ -143,7 +143,7 @@ def validate_file(path, sm_schema):
         print(f"{path}: {p}")
     kinds = sorted({d["kind"] for d in docs})
     status = "FAIL" if problems else "ok"
-    print(f"{status}: {path}: {len(docs)} resources ({', '.join(kinds)}) against Kubernetes {KUBE_VERSION}"
+    print(f"{status}: {os.path.basename(path)}: {len(docs)} resources ({', '.join(kinds)}) against Kubernetes {KUBE_VERSION}"
           + (f"; {'; '.join(sorted(set(notes)))}" if notes else ""))
     return not problems
 
