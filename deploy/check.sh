@@ -104,7 +104,7 @@ export PATH="$venv/bin:$PATH"
 
 # --- container ---------------------------------------------------------------
 
-run "hadolint deploy/Dockerfile" hadolint "$deploy/Dockerfile"
+run "hadolint deploy/Dockerfile" hadolint --no-color "$deploy/Dockerfile"
 
 # --- flags, variables, config keys -------------------------------------------
 
@@ -182,7 +182,7 @@ for name, svc in services.items():
         problems.append(f"{name}: no Dockerfile at {build['dockerfile']}")
 for p in problems:
     print(p)
-print(f"ok: {len(services)} services, mounts and build files exist")
+print(f"{'FAIL' if problems else 'ok'}: {len(services)} services, mounts and build files exist")
 sys.exit(1 if problems else 0)
 EOF
 }
