@@ -164,7 +164,8 @@ struct Inner {
 enum Backend {
     /// The manager reconnects by itself, with exponential backoff, after a dropped connection.
     Single(ConnectionManager),
-    Cluster(ClusterSlot),
+    // Boxed: the Cluster client is large and the variant is chosen once.
+    Cluster(Box<ClusterSlot>),
 }
 
 /// A Cluster connection that may not exist yet: building one needs a reachable node, and kappe
@@ -269,11 +270,11 @@ impl RedisStore {
                     .response_timeout(opts.timeout.max(Duration::from_millis(10)))
                     .build()
                     .map_err(|e| StoreError::Other(e.to_string()))?;
-                Backend::Cluster(ClusterSlot {
+                Backend::Cluster(Box::new(ClusterSlot {
                     client,
                     conn: RwLock::new(None),
                     connecting: AtomicBool::new(false),
-                })
+                }))
             }
         };
         let store = RedisStore {
@@ -418,7 +419,7 @@ impl RedisStore {
             5 => DenyReason::VisitorCap,
             r => return Err(StoreError::Other(format!("unknown deny reason {r}"))),
         };
-        let rule = (limit > 0).then(|| Cap {
+        let rule = (limit > 0).then_some(Cap {
             limit: limit as u32,
             window_secs: window as u32,
         });
