@@ -393,8 +393,9 @@ impl RedisStore {
             }
         }
         self.inner.admits_sent.fetch_add(1, Ordering::Relaxed);
+        let generation = self.inner.cache.generation();
+        let asked_at = Instant::now();
         let reply: Vec<i64> = self.bounded(inv.invoke_async(&mut conn)).await?;
-        let sent_at = Instant::now();
         let (admitted, now, ttl) = match reply.as_slice() {
             [a, now, ttl, ..] => (*a == 1, *now, *ttl),
             _ => {
@@ -429,15 +430,18 @@ impl RedisStore {
             rule,
             retry_at,
         };
-        // The denial holds until retry_at (or, with none, until Redis forgets the key), measured
-        // on the server's clock; converting to a local deadline keeps the cache exact under skew.
-        let until = retry_at.map(|r| r as i64).unwrap_or(i64::MAX);
-        let until = if ttl > 0 { until.min(now + ttl) } else { until };
-        if until > now {
-            let deadline = sent_at + Duration::from_secs((until - now) as u64);
+        // The denial holds until retry_at (or, with none, until Redis forgets the key), on the
+        // server's clock. The script ran at a real time in [now, now + 1) and after `asked_at`,
+        // so `asked_at + (until - now - 1)` is a local deadline that never outlives the denial,
+        // whatever the skew between this host's clock and the server's.
+        let forgotten = now + if ttl > 0 { ttl } else { 0 };
+        let until = retry_at.map_or(forgotten, |r| (r as i64).min(forgotten));
+        let holds_for = until - now - 1;
+        if holds_for > 0 {
+            let deadline = asked_at + Duration::from_secs(holds_for as u64);
             self.inner
                 .cache
-                .insert(v, fingerprint, req, denial, deadline);
+                .insert(v, fingerprint, req, denial, deadline, generation);
         }
         Ok(Admission::Denied(denial))
     }
@@ -653,6 +657,9 @@ struct DenialCache {
     // contended std lock is cheaper than a tokio one for such short sections.
     map: Mutex<CacheMap>,
     hits: AtomicU64,
+    /// Bumped (under the lock) by every invalidation, so a denial read from Redis before an
+    /// erase on this instance is not cached after it.
+    generation: AtomicU64,
 }
 
 #[derive(Default)]
@@ -706,7 +713,12 @@ impl DenialCache {
             capacity,
             map: Mutex::new(CacheMap::default()),
             hits: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheMap> {
@@ -738,6 +750,7 @@ impl DenialCache {
         req: &AdmitRequest<'_>,
         denial: Denial,
         deadline: Instant,
+        seen_generation: u64,
     ) {
         if self.capacity == 0 {
             return;
@@ -750,6 +763,9 @@ impl DenialCache {
         };
         let now = Instant::now();
         let mut map = self.lock();
+        if self.generation.load(Ordering::Acquire) != seen_generation {
+            return;
+        }
         if map.len >= self.capacity {
             map.purge(now);
             if map.len >= self.capacity {
@@ -767,13 +783,16 @@ impl DenialCache {
 
     fn invalidate(&self, v: VisitorKey) {
         let mut map = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
         if let Some(entries) = map.by_visitor.remove(&v) {
             map.len -= entries.len();
         }
     }
 
     fn clear(&self) {
-        *self.lock() = CacheMap::default();
+        let mut map = self.lock();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        *map = CacheMap::default();
     }
 
     fn len(&self) -> usize {
@@ -848,7 +867,7 @@ mod tests {
     }
 
     /// A cached denial answers the same question until its deadline, never a question with
-    /// other caps, and an erase drops it.
+    /// other caps, and an erase drops it (even one racing the admit that read the denial).
     #[test]
     fn denial_cache_is_keyed_by_caps_expires_and_is_invalidated() {
         let cache = DenialCache::new(10);
@@ -863,7 +882,7 @@ mod tests {
         }];
         let r = req(&caps);
         let far = Instant::now() + Duration::from_secs(60);
-        cache.insert(v, fingerprint(&r), &r, denial(), far);
+        cache.insert(v, fingerprint(&r), &r, denial(), far, cache.generation());
         assert_eq!(cache.get(v, fingerprint(&r), &r), Some(denial()));
         let r2 = req(&other);
         assert_eq!(cache.get(v, fingerprint(&r2), &r2), None);
@@ -871,8 +890,20 @@ mod tests {
         assert_eq!(cache.get(v, fingerprint(&r), &r2), None);
         cache.invalidate(v);
         assert_eq!(cache.get(v, fingerprint(&r), &r), None);
-        cache.insert(v, fingerprint(&r), &r, denial(), Instant::now());
+        cache.insert(
+            v,
+            fingerprint(&r),
+            &r,
+            denial(),
+            Instant::now(),
+            cache.generation(),
+        );
         assert_eq!(cache.get(v, fingerprint(&r), &r), None, "expired");
+        // A denial read before an invalidation is not cached after it.
+        let before = cache.generation();
+        cache.invalidate(VisitorKey(99));
+        cache.insert(v, fingerprint(&r), &r, denial(), far, before);
+        assert_eq!(cache.get(v, fingerprint(&r), &r), None, "stale generation");
         assert_eq!(cache.hits.load(Ordering::Relaxed), 1);
     }
 
@@ -887,15 +918,36 @@ mod tests {
         let r = req(&caps);
         let far = Instant::now() + Duration::from_secs(60);
         for i in 0..10 {
-            cache.insert(VisitorKey(i), fingerprint(&r), &r, denial(), far);
+            cache.insert(
+                VisitorKey(i),
+                fingerprint(&r),
+                &r,
+                denial(),
+                far,
+                cache.generation(),
+            );
         }
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.get(VisitorKey(9), fingerprint(&r), &r), None);
         cache.clear();
         for i in 0..3 {
-            cache.insert(VisitorKey(i), fingerprint(&r), &r, denial(), Instant::now());
+            cache.insert(
+                VisitorKey(i),
+                fingerprint(&r),
+                &r,
+                denial(),
+                Instant::now(),
+                cache.generation(),
+            );
         }
-        cache.insert(VisitorKey(9), fingerprint(&r), &r, denial(), far);
+        cache.insert(
+            VisitorKey(9),
+            fingerprint(&r),
+            &r,
+            denial(),
+            far,
+            cache.generation(),
+        );
         assert_eq!(cache.len(), 1);
         assert!(cache.get(VisitorKey(9), fingerprint(&r), &r).is_some());
     }
