@@ -512,3 +512,43 @@ async fn moved_slot_is_followed_in_the_cluster() {
     assert!(s.erase(v).await.unwrap());
     assert_eq!(cli(to, &["EXISTS", &key(v)]), "0");
 }
+
+/// When every Cluster node dies, operations fail with Unavailable/Timeout; a store connected
+/// during the outage still starts; both recover when the Cluster comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_outage_fails_fast_and_stores_recover() {
+    if !require("cluster_outage_fails_fast_and_stores_recover") {
+        return;
+    }
+    let mut cluster = RedisCluster::start();
+    let a = RedisStore::connect(&cluster.url(), RedisOptions::default())
+        .await
+        .unwrap();
+    let caps = [cap(5, 3600)];
+    let v = VisitorKey(10);
+    until_ready(&a).await;
+    assert_eq!(
+        a.admit(v, &campaign("a", &caps)).await.unwrap(),
+        Admission::Admitted
+    );
+
+    cluster.kill_all();
+    let e = a.admit(v, &campaign("a", &caps)).await.unwrap_err();
+    assert!(is_outage(&e), "{e:?}");
+    assert!(is_outage(&a.ping().await.unwrap_err()));
+    let b = RedisStore::connect(&cluster.url(), RedisOptions::default())
+        .await
+        .expect("connect must not fail while the Cluster is down");
+    assert!(is_outage(&b.ping().await.unwrap_err()));
+
+    cluster.restart_all();
+    until_ready(&a).await;
+    until_ready(&b).await;
+    for s in [&a, &b] {
+        assert_eq!(
+            s.admit(v, &campaign("a", &caps)).await.unwrap(),
+            Admission::Admitted
+        );
+    }
+    assert_eq!(b.report(v).await.unwrap().campaigns[0].impressions.len(), 2);
+}

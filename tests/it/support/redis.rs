@@ -169,14 +169,35 @@ impl RedisCluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Kills every node.
+    pub(crate) fn kill_all(&mut self) {
+        for n in &mut self.nodes {
+            n.kill();
+        }
+    }
+
+    /// Restarts every node on its port with its saved cluster config (the data is gone) and
+    /// waits for `cluster_state:ok`.
+    pub(crate) fn restart_all(&mut self) {
+        for n in &mut self.nodes {
+            n.restart();
+        }
+        self.wait_ok();
+    }
+
+    fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        for n in &nodes {
+        for n in &self.nodes {
             while !cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
                 assert!(Instant::now() < deadline, "cluster never became ok");
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        RedisCluster { nodes }
     }
 
     /// `redis+cluster://…` over all three masters.
