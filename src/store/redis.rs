@@ -7,6 +7,7 @@
 //! operation reads the server's clock, checks every rule and records atomically, so instances with
 //! skewed clocks agree and the store is Cluster-safe (one key per script). Each key's TTL is the
 //! longest retention it needs, never more than `max_retention_secs`, so Redis forgets by itself.
+//! Retention wins over any longer need: a burn or max age beyond it is forgotten with the key.
 //!
 //! This module owns: parsing `--store` ([`StoreUrl`]), connections (a multiplexed
 //! [`ConnectionManager`] with reconnection and backoff, or a Cluster connection that follows
