@@ -15,6 +15,7 @@ use crate::clock::UnixSecs;
 use crate::policy::Cap;
 
 pub mod memory;
+pub mod redis;
 pub mod window;
 
 /// A pseudonymous visitor: a keyed hash of the visitor id. The raw id never reaches a store.

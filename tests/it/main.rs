@@ -5,4 +5,5 @@ mod caps;
 mod cli;
 mod privacy;
 mod proxy;
+mod redis;
 mod support;

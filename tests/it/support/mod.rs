@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod redis;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
