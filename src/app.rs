@@ -17,6 +17,7 @@ use crate::proxy::{Proxy, upstream_client};
 use crate::server::{self, ServerOptions};
 use crate::store::memory::{MemoryOptions, MemoryStore};
 use crate::store::pseudonym::{Pseudonymizer, load_or_create_secret};
+use crate::store::redis::{RedisOptions, RedisStore, StoreUrl};
 use crate::store::{Store, snapshot};
 
 /// State shared by the visitor port, the admin port and the background tasks.
@@ -104,11 +105,19 @@ impl Shared {
             max_campaigns: st.max_campaigns,
             max_retention_secs: st.max_retention_secs,
         };
-        if st.url != "memory" {
-            return Err(AppError::Store(format!(
-                "{} is not available in this build",
-                st.url
-            )));
+        if let url @ (StoreUrl::Redis(_) | StoreUrl::Cluster(_)) =
+            StoreUrl::parse(&st.url).map_err(AppError::Store)?
+        {
+            let opts = RedisOptions {
+                prefix: st.redis_prefix.clone(),
+                timeout: st.timeout,
+                max_retention_secs: st.max_retention_secs,
+                ..RedisOptions::default()
+            };
+            let redis = RedisStore::connect(&url, opts)
+                .await
+                .map_err(|e| AppError::Store(e.to_string()))?;
+            return Ok(Store::Redis(redis));
         }
         let memory = match &st.state_file {
             None => MemoryStore::new(opts),

@@ -434,17 +434,7 @@ impl Config {
 
     fn store(a: &Args) -> Result<StoreSettings, ConfigError> {
         let url = a.store.clone().unwrap_or_else(|| "memory".to_owned());
-        let known = url == "memory"
-            || url.starts_with("redis://")
-            || url.starts_with("rediss://")
-            || url.starts_with("redis+cluster://");
-        if !known {
-            return Err(invalid(
-                "store",
-                &url,
-                "expected memory, redis://host:port[/db], rediss://... or redis+cluster://host:port,...",
-            ));
-        }
+        crate::store::redis::StoreUrl::parse(&url).map_err(|e| invalid("store", &url, e))?;
         let failure = match a.store_failure.as_deref() {
             None | Some("closed") => StoreFailure::Closed,
             Some("open") => StoreFailure::Open,

@@ -444,10 +444,10 @@ impl Proxy {
             }
             parts.headers.remove(&X_KAPPE_BURN);
         }
-        if let (Some(glob), Identity::Known { key, .. }) = (&burn, &ctx.identity) {
-            if let Err(err) = self.store.burn(*key, glob, policy.burn_secs, ctx.now).await {
-                self.store_failed(&err);
-            }
+        if let (Some(glob), Identity::Known { key, .. }) = (&burn, &ctx.identity)
+            && let Err(err) = self.store.burn(*key, glob, policy.burn_secs, ctx.now).await
+        {
+            self.store_failed(&err);
         }
 
         let decision = match &campaign {

@@ -164,6 +164,8 @@ pub use memory::{MemoryOptions, MemoryStore, StoreStats};
 #[derive(Clone)]
 pub enum Store {
     Memory(std::sync::Arc<memory::MemoryStore>),
+    /// Redis or Redis Cluster; time comes from the Redis server, so `now` is not used.
+    Redis(redis::RedisStore),
 }
 
 impl Store {
@@ -179,6 +181,7 @@ impl Store {
     ) -> Result<Admission, StoreError> {
         match self {
             Store::Memory(m) => m.admit(v, req, now),
+            Store::Redis(r) => r.admit(v, req).await,
         }
     }
 
@@ -189,6 +192,7 @@ impl Store {
     pub async fn report(&self, v: VisitorKey, now: UnixSecs) -> Result<VisitorReport, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.report(v, now)),
+            Store::Redis(r) => r.report(v).await,
         }
     }
 
@@ -199,6 +203,7 @@ impl Store {
     pub async fn erase(&self, v: VisitorKey) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.erase(v)),
+            Store::Redis(r) => r.erase(v).await,
         }
     }
 
@@ -215,6 +220,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => m.burn(v, pattern, now + u64::from(duration_secs), now),
+            Store::Redis(r) => r.burn(v, pattern, duration_secs).await,
         }
     }
 
@@ -225,6 +231,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.ping().await,
         }
     }
 
@@ -232,6 +239,7 @@ impl Store {
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
         }
     }
 }

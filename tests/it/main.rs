@@ -6,4 +6,5 @@ mod cli;
 mod privacy;
 mod proxy;
 mod redis;
+mod shared;
 mod support;

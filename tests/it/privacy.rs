@@ -114,7 +114,8 @@ fn set_cookies(h: &http::HeaderMap) -> Vec<String> {
 #[tokio::test]
 async fn opted_out_visitor_is_never_stored() {
     let gpp = format!("/ad?c=rt-shoes&rt=1&gpp={}&gpp_sid=7", gpp_usnat(true));
-    let cases: Vec<(&str, String, Vec<(&str, String)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>);
+    let cases: Vec<Case<'_>> = vec![
         ("gpc", RT.into(), vec![("sec-gpc", "1".into())]),
         ("dnt", RT.into(), vec![("dnt", "1".into())]),
         (

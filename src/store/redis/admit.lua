@@ -230,10 +230,11 @@ end
 redis.call('HSET', key, unpack(writes))
 
 -- The key lives as long as its longest need: the widest window, the max age of this
--- campaign's first impression, never less than it already had, never more than retention.
+-- campaign's first impression plus one more such period (so a campaign past its age cannot
+-- start following again at once), never less than it already had, never more than retention.
 local need = math.max(max_window(ccaps), max_window(acaps), max_window(vcaps), 1)
 if max_age > 0 then
-  need = math.max(need, cfs + max_age - now)
+  need = math.max(need, cfs + 2 * max_age - now)
 end
 if ttl > need then
   need = ttl
