@@ -176,12 +176,11 @@ impl UsOptOut {
     }
 }
 
-/// Reads a 2-bit MSPA opt-out field: 0 N/A, 1 opted out, 2 did not opt out; 3 is malformed.
-fn opt_out_field(r: &mut BitReader<'_>, name: &'static str) -> Result<bool, DecodeError> {
-    match r.read_u8(2)? {
-        3 => Err(DecodeError::OutOfRange(name)),
-        v => Ok(v == 1),
-    }
+/// Reads a 2-bit MSPA opt-out field: 0 N/A, 1 opted out, 2 did not opt out. The value 3 is
+/// undefined; it is read as "not opted out" by this field rather than as an error, so that one
+/// odd field cannot hide an opt-out in another (iabgpp-es's own test vectors encode 3).
+fn opt_out_field(r: &mut BitReader<'_>) -> Result<bool, DecodeError> {
+    Ok(r.read_u8(2)? == 1)
 }
 
 /// Reads the optional sub-sections after the core: type 1 is GPC.
@@ -199,7 +198,7 @@ fn gpc_subsection<'a>(mut rest: impl Iterator<Item = &'a str>) -> Result<bool, D
 /// Decodes a usnat section (id 7), versions 1 and 2.
 ///
 /// # Errors
-/// [`DecodeError`] for a bad version, a truncated core, or an opt-out field of 3.
+/// [`DecodeError`] for a bad version or a truncated core or sub-section.
 pub fn decode_usnat(s: &str) -> Result<UsOptOut, DecodeError> {
     let mut parts = s.split('.');
     let mut r = BitReader::new(parts.next().unwrap_or(""))?;
@@ -210,9 +209,9 @@ pub fn decode_usnat(s: &str) -> Result<UsOptOut, DecodeError> {
         v => return Err(DecodeError::UnsupportedVersion(v)),
     };
     r.skip(6 * 2)?; // six notice fields
-    let sale = opt_out_field(&mut r, "SaleOptOut")?;
-    let sharing = opt_out_field(&mut r, "SharingOptOut")?;
-    let targeted_advertising = opt_out_field(&mut r, "TargetedAdvertisingOptOut")?;
+    let sale = opt_out_field(&mut r)?;
+    let sharing = opt_out_field(&mut r)?;
+    let targeted_advertising = opt_out_field(&mut r)?;
     // SensitiveDataProcessing, KnownChildSensitiveDataConsents, PersonalDataConsents and the
     // three MSPA fields: not needed for the decision, but a core missing them is truncated.
     r.skip(2 * (sensitive + child) + 2 + 3 * 2)?;
@@ -228,7 +227,7 @@ pub fn decode_usnat(s: &str) -> Result<UsOptOut, DecodeError> {
 /// covers cross-context behavioural advertising.
 ///
 /// # Errors
-/// [`DecodeError`] for a version other than 1, a truncated core, or an opt-out field of 3.
+/// [`DecodeError`] for a version other than 1 or a truncated core or sub-section.
 pub fn decode_usca(s: &str) -> Result<UsOptOut, DecodeError> {
     let mut parts = s.split('.');
     let mut r = BitReader::new(parts.next().unwrap_or(""))?;
@@ -237,8 +236,8 @@ pub fn decode_usca(s: &str) -> Result<UsOptOut, DecodeError> {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     r.skip(3 * 2)?; // SaleOptOutNotice, SharingOptOutNotice, SensitiveDataLimitUseNotice
-    let sale = opt_out_field(&mut r, "SaleOptOut")?;
-    let sharing = opt_out_field(&mut r, "SharingOptOut")?;
+    let sale = opt_out_field(&mut r)?;
+    let sharing = opt_out_field(&mut r)?;
     r.skip(2 * (9 + 2) + 2 + 3 * 2)?;
     Ok(UsOptOut {
         sale,

@@ -198,7 +198,8 @@ fn usnat_opt_out_fields() {
     }
 }
 
-/// usnat errors: bad version, truncated core, opt-out value 3.
+/// usnat errors: bad version, truncated core or sub-section. An undefined field value (3) is
+/// not an error and does not hide an opt-out elsewhere.
 #[test]
 fn usnat_malformed_is_error() {
     let v3 = Us {
@@ -209,16 +210,16 @@ fn usnat_malformed_is_error() {
     assert!(decode_usnat(&v3).is_err());
     let full = Us::NONE.usnat();
     assert!(decode_usnat(&full[..full.len() - 2]).is_err());
-    assert!(
-        decode_usnat(
-            &Us {
-                sale: 3,
-                ..Us::NONE
-            }
-            .usnat()
-        )
-        .is_err()
-    );
+    let odd = decode_usnat(
+        &Us {
+            sale: 3,
+            sharing: 1,
+            ..Us::NONE
+        }
+        .usnat(),
+    )
+    .unwrap();
+    assert!(!odd.sale && odd.sharing && odd.opted_out());
     assert!(decode_usnat("").is_err());
     assert!(decode_usnat(&format!("{full}.")).is_err());
 }
@@ -305,4 +306,14 @@ fn truncated_tcf_section_is_error() {
     let s = "DBABMA~CQLvHAAQLvHAAAKA4DENBaFsAP_gAEPgAAwIKxtX_G9_";
     let g = decode(s).unwrap();
     assert!(tcf::decode(g.section(2).unwrap()).is_err());
+}
+
+/// Vectors from iabgpp-es's usnat v1 tests: the default string, and one with SaleOptOut 1,
+/// SharingOptOut 2, TargetedAdvertisingOptOut 3 and Gpc set.
+#[test]
+fn iabgpp_es_usnat_vectors() {
+    let default = decode_usnat("BAAAAAAAAQA.QA").unwrap();
+    assert_eq!(default, UsOptOut::default());
+    let set = decode_usnat("BbbbGxsbFbA.YA").unwrap();
+    assert!(set.sale && !set.sharing && !set.targeted_advertising && set.gpc);
 }
