@@ -5,6 +5,7 @@ mod cap;
 mod glob;
 
 pub use cap::{
-    Cap, CapError, MAX_CAP_LIMIT, MAX_DURATION_SECS, format_duration, parse_cap_list, parse_duration,
+    Cap, CapError, MAX_CAP_LIMIT, MAX_DURATION_SECS, format_duration, parse_cap_list,
+    parse_duration,
 };
 pub use glob::{Glob, glob_match};

@@ -101,7 +101,11 @@ impl fmt::Display for BenchReport {
             self.ops_per_sec() / o.threads.max(1) as f64,
             100.0 * self.admitted as f64 / self.operations.max(1) as f64
         )?;
-        writeln!(f, "latency:     p50 {} ns, p99 {} ns", self.p50_ns, self.p99_ns)?;
+        writeln!(
+            f,
+            "latency:     p50 {} ns, p99 {} ns",
+            self.p50_ns, self.p99_ns
+        )?;
         writeln!(
             f,
             "memory:      {:.1} bytes per key resident ({} MiB -> {} MiB), store estimate {} MiB, {} spilled visitors",
@@ -220,7 +224,8 @@ pub fn run(opts: &BenchOptions) -> BenchReport {
                             let out = if k % 64 == 0 {
                                 let start = Instant::now();
                                 let out = store.admit(v, &req, now);
-                                samples.push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+                                samples
+                                    .push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
                                 out
                             } else {
                                 store.admit(v, &req, now)

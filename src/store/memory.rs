@@ -153,7 +153,11 @@ pub(crate) struct Inline {
 
 impl Inline {
     fn timestamps(&self) -> &[u32] {
-        let start = self.ring.iter().position(|t| *t != 0).unwrap_or(INLINE_TIMESTAMPS);
+        let start = self
+            .ring
+            .iter()
+            .position(|t| *t != 0)
+            .unwrap_or(INLINE_TIMESTAMPS);
         &self.ring[start..]
     }
 
@@ -324,10 +328,18 @@ impl Full {
 
     /// When everything here may be forgotten (0 when empty).
     fn forget_at(&self) -> u32 {
-        let recs = self.campaigns.iter().chain(&self.advertisers).map(|r| r.forget_at);
+        let recs = self
+            .campaigns
+            .iter()
+            .chain(&self.advertisers)
+            .map(|r| r.forget_at);
         let burns = self.burns.iter().map(|b| b.until);
         recs.chain(burns)
-            .chain(std::iter::once(if self.visitor.is_empty() { 0 } else { self.visitor_forget }))
+            .chain(std::iter::once(if self.visitor.is_empty() {
+                0
+            } else {
+                self.visitor_forget
+            }))
             .max()
             .unwrap_or(0)
     }
@@ -377,15 +389,27 @@ impl Full {
     fn heap_bytes(&self) -> usize {
         let recs = self.campaigns.iter().chain(&self.advertisers);
         std::mem::size_of::<Full>()
-            + recs.map(|r| std::mem::size_of::<Rec>() + 4 * r.ts.capacity()).sum::<usize>()
+            + recs
+                .map(|r| std::mem::size_of::<Rec>() + 4 * r.ts.capacity())
+                .sum::<usize>()
             + 4 * self.visitor.capacity()
-            + self.burns.iter().map(|b| 24 + b.pattern.len()).sum::<usize>()
+            + self
+                .burns
+                .iter()
+                .map(|b| 24 + b.pattern.len())
+                .sum::<usize>()
     }
 }
 
 /// The bounded table of campaign and advertiser ids. Slots store a 30-bit id instead of a
 /// string; ids are never reused, so the table's bound is also a bound on distinct campaigns seen.
+///
+/// Lookups go through a small per-thread cache first: ids never change once given, so a cached
+/// id is always right, and the hot path then touches no shared lock word (a shared `RwLock`
+/// reader count bouncing between cores is what stops admits from scaling).
 pub(crate) struct Interner {
+    /// Tells this table's entries apart in the per-thread caches.
+    table: u64,
     ids: DashMap<Box<str>, u32>,
     // A std RwLock: written once per new campaign, read only for reports and snapshots.
     names: RwLock<Vec<Arc<str>>>,
@@ -394,7 +418,9 @@ pub(crate) struct Interner {
 
 impl Interner {
     fn new(max: usize) -> Self {
+        static NEXT_TABLE: AtomicU64 = AtomicU64::new(1);
         Interner {
+            table: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
             ids: DashMap::new(),
             names: RwLock::new(Vec::new()),
             max: max.min(MAX_CAMPAIGNS_LIMIT),
@@ -406,6 +432,27 @@ impl Interner {
     }
 
     fn intern(&self, name: &str) -> Result<u32, StoreError> {
+        let cached = INTERN_CACHE.with_borrow(|c| {
+            if c.0 != self.table {
+                return None;
+            }
+            c.1.get(name).copied()
+        });
+        if let Some(id) = cached {
+            return Ok(id);
+        }
+        let id = self.intern_shared(name)?;
+        INTERN_CACHE.with_borrow_mut(|c| {
+            if c.0 != self.table || c.1.len() >= INTERN_CACHE_ENTRIES {
+                c.0 = self.table;
+                c.1.clear();
+            }
+            c.1.insert(name.into(), id);
+        });
+        Ok(id)
+    }
+
+    fn intern_shared(&self, name: &str) -> Result<u32, StoreError> {
         if let Some(id) = self.get(name) {
             return Ok(id);
         }
@@ -424,15 +471,54 @@ impl Interner {
 
     pub(crate) fn name(&self, id: u32) -> Arc<str> {
         let names = self.names.read().unwrap_or_else(PoisonError::into_inner);
-        names.get(id as usize).cloned().unwrap_or_else(|| Arc::from(""))
+        names
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
     }
 
     pub(crate) fn all(&self) -> Vec<Arc<str>> {
-        self.names.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn len(&self) -> usize {
-        self.names.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// How many names each thread caches (per store; a thread using another store starts over).
+const INTERN_CACHE_ENTRIES: usize = 1024;
+
+thread_local! {
+    static INTERN_CACHE: std::cell::RefCell<(u64, std::collections::HashMap<Box<str>, u32, BuildHasherDefault<FnvHasher>>)> =
+        std::cell::RefCell::new((0, Default::default()));
+}
+
+/// FNV-1a for the per-thread name cache: names are short, and the cache is small and bounded,
+/// so a flood of crafted names costs at most a cache clear.
+#[derive(Default)]
+pub(crate) struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
     }
 }
 
@@ -592,7 +678,9 @@ impl MemoryStore {
         req: &AdmitRequest<'_>,
         now: u32,
     ) -> Admission {
-        self.with_full(key, g, now, |full| decide(full, ids, req, now, self.opts.max_retention_secs))
+        self.with_full(key, g, now, |full| {
+            decide(full, ids, req, now, self.opts.max_retention_secs)
+        })
     }
 
     /// Runs `f` on the visitor's full record (spilling an inline slot first), then stores the
@@ -841,7 +929,11 @@ impl MemoryStore {
         let spilled_bytes: usize = if spilled < 10_000 {
             self.spill
                 .iter()
-                .map(|e| e.lock().unwrap_or_else(PoisonError::into_inner).heap_bytes())
+                .map(|e| {
+                    e.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .heap_bytes()
+                })
                 .sum()
         } else {
             spilled * 160
@@ -903,7 +995,7 @@ impl MemoryStore {
     /// [`StoreError::CampaignTableFull`] when the snapshot holds more names than the table.
     pub(crate) fn restore_names(&self, names: &[String]) -> Result<(), StoreError> {
         for (i, n) in names.iter().enumerate() {
-            let id = self.names.intern(n)?;
+            let id = self.names.intern_shared(n)?;
             if id as usize != i {
                 return Err(StoreError::Other(format!("duplicate campaign name {n:?}")));
             }
@@ -1026,7 +1118,13 @@ fn decide(full: &mut Full, ids: Ids, req: &AdmitRequest<'_>, now: u32, max_ret: 
         r.forget_at = forget_at(now, r.first_seen, longest_window(caps), age, max_ret);
     };
     if !req.campaign_caps.is_empty() || req.max_age_secs.is_some() {
-        update(&mut full.campaigns, ci, camp, req.campaign_caps, req.max_age_secs);
+        update(
+            &mut full.campaigns,
+            ci,
+            camp,
+            req.campaign_caps,
+            req.max_age_secs,
+        );
     }
     if let Some(a) = ids.advertiser {
         update(&mut full.advertisers, ai, a, req.advertiser_caps, None);
@@ -1040,7 +1138,6 @@ fn decide(full: &mut Full, ids: Ids, req: &AdmitRequest<'_>, now: u32, max_ret: 
     truncate_oldest(&mut full.visitor, keep_count(req.visitor_caps));
     Admission::Admitted
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1082,7 +1179,10 @@ mod tests {
         let s = store();
         let caps = [cap(3, 86_400)];
         for i in 0..3 {
-            assert_eq!(s.admit(V, &req("c", &caps), T0 + i * 10).unwrap(), Admission::Admitted);
+            assert_eq!(
+                s.admit(V, &req("c", &caps), T0 + i * 10).unwrap(),
+                Admission::Admitted
+            );
         }
         let denied = s.admit(V, &req("c", &caps), T0 + 100).unwrap();
         assert_eq!(
@@ -1094,7 +1194,10 @@ mod tests {
             })
         );
         assert!(s.admit(V, &req("c", &caps), T0 + 86_399).unwrap() != Admission::Admitted);
-        assert_eq!(s.admit(V, &req("c", &caps), T0 + 86_400).unwrap(), Admission::Admitted);
+        assert_eq!(
+            s.admit(V, &req("c", &caps), T0 + 86_400).unwrap(),
+            Admission::Admitted
+        );
         assert_eq!(s.stats().spilled_visitors, 0, "one campaign stays inline");
     }
 
@@ -1103,10 +1206,22 @@ mod tests {
     fn campaigns_count_separately_after_spill() {
         let s = store();
         let caps = [cap(1, 100)];
-        assert_eq!(s.admit(V, &req("a", &caps), T0).unwrap(), Admission::Admitted);
-        assert_eq!(s.admit(V, &req("b", &caps), T0).unwrap(), Admission::Admitted);
-        assert!(matches!(s.admit(V, &req("a", &caps), T0 + 1).unwrap(), Admission::Denied(_)));
-        assert!(matches!(s.admit(V, &req("b", &caps), T0 + 1).unwrap(), Admission::Denied(_)));
+        assert_eq!(
+            s.admit(V, &req("a", &caps), T0).unwrap(),
+            Admission::Admitted
+        );
+        assert_eq!(
+            s.admit(V, &req("b", &caps), T0).unwrap(),
+            Admission::Admitted
+        );
+        assert!(matches!(
+            s.admit(V, &req("a", &caps), T0 + 1).unwrap(),
+            Admission::Denied(_)
+        ));
+        assert!(matches!(
+            s.admit(V, &req("b", &caps), T0 + 1).unwrap(),
+            Admission::Denied(_)
+        ));
         assert_eq!(s.stats().spilled_visitors, 1);
         let report = s.report(V, T0 + 1);
         assert_eq!(report.campaigns.len(), 2);
@@ -1150,8 +1265,14 @@ mod tests {
                 retry_at: Some(T0 + 60)
             })
         );
-        assert_eq!(s.admit(V, &req("brand", &caps), T0 + 1).unwrap(), Admission::Admitted);
-        assert_eq!(s.admit(V, &req("rt-shoes", &caps), T0 + 60).unwrap(), Admission::Admitted);
+        assert_eq!(
+            s.admit(V, &req("brand", &caps), T0 + 1).unwrap(),
+            Admission::Admitted
+        );
+        assert_eq!(
+            s.admit(V, &req("rt-shoes", &caps), T0 + 60).unwrap(),
+            Admission::Admitted
+        );
         assert!(s.burn(V, "", T0 + 60, T0).is_err());
     }
 
@@ -1171,7 +1292,13 @@ mod tests {
         assert_eq!(s.admit(V, &r("a"), T0).unwrap(), Admission::Admitted);
         assert_eq!(s.admit(V, &r("b"), T0).unwrap(), Admission::Admitted);
         let d = s.admit(V, &r("c"), T0).unwrap();
-        assert!(matches!(d, Admission::Denied(Denial { reason: DenyReason::AdvertiserCap, .. })));
+        assert!(matches!(
+            d,
+            Admission::Denied(Denial {
+                reason: DenyReason::AdvertiserCap,
+                ..
+            })
+        ));
         let other = AdmitRequest {
             visitor_caps: &vis,
             ..req("x", &camp)
@@ -1196,15 +1323,27 @@ mod tests {
         let wide = [cap(4, 1_000)];
         let narrow = [cap(1, 10)];
         for i in 0..3 {
-            assert_eq!(s.admit(V, &req("c", &wide), T0 + i).unwrap(), Admission::Admitted);
+            assert_eq!(
+                s.admit(V, &req("c", &wide), T0 + i).unwrap(),
+                Admission::Admitted
+            );
         }
-        assert_eq!(s.admit(V, &req("c", &narrow), T0 + 20).unwrap(), Admission::Admitted);
+        assert_eq!(
+            s.admit(V, &req("c", &narrow), T0 + 20).unwrap(),
+            Admission::Admitted
+        );
         assert_eq!(s.report(V, T0 + 20).campaigns[0].impressions, vec![T0 + 20]);
         // Back to the wide cap: three more fit, since only one impression is remembered.
         for i in 0..3 {
-            assert_eq!(s.admit(V, &req("c", &wide), T0 + 21 + i).unwrap(), Admission::Admitted);
+            assert_eq!(
+                s.admit(V, &req("c", &wide), T0 + 21 + i).unwrap(),
+                Admission::Admitted
+            );
         }
-        assert!(matches!(s.admit(V, &req("c", &wide), T0 + 30).unwrap(), Admission::Denied(_)));
+        assert!(matches!(
+            s.admit(V, &req("c", &wide), T0 + 30).unwrap(),
+            Admission::Denied(_)
+        ));
     }
 
     /// Erasure forgets everything; the report then is empty and caps start over.
@@ -1220,7 +1359,10 @@ mod tests {
         assert!(s.report(V, T0).is_empty());
         assert_eq!(s.len(), 0);
         assert_eq!(s.stats().spilled_visitors, 0);
-        assert_eq!(s.admit(V, &req("c", &caps), T0).unwrap(), Admission::Admitted);
+        assert_eq!(
+            s.admit(V, &req("c", &caps), T0).unwrap(),
+            Admission::Admitted
+        );
     }
 
     /// The sweeper removes visitors once their windows, ages and burns have passed, and counts
@@ -1260,8 +1402,12 @@ mod tests {
         });
         let caps = [cap(1, 86_400)];
         for i in 0..20_000u64 {
-            s.admit(VisitorKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)), &req("c", &caps), T0 + i)
-                .unwrap();
+            s.admit(
+                VisitorKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                &req("c", &caps),
+                T0 + i,
+            )
+            .unwrap();
             assert!(s.len() <= 1_000);
         }
         let st = s.stats();
@@ -1345,8 +1491,11 @@ mod tests {
     fn model_check(caps: &[Cap], ts: &[u64], now: u64) -> Option<(Cap, u64)> {
         let mut worst: Option<(Cap, u64)> = None;
         for c in caps {
-            let mut live: Vec<u64> =
-                ts.iter().copied().filter(|t| t + u64::from(c.window_secs) > now).collect();
+            let mut live: Vec<u64> = ts
+                .iter()
+                .copied()
+                .filter(|t| t + u64::from(c.window_secs) > now)
+                .collect();
             if live.len() >= c.limit as usize {
                 live.sort_unstable_by(|a, b| b.cmp(a));
                 let at = live[c.limit as usize - 1] + u64::from(c.window_secs);
@@ -1364,7 +1513,11 @@ mod tests {
         }
         rec.ts.push(now);
         rec.last = now;
-        let window = caps.iter().map(|c| u64::from(c.window_secs)).max().unwrap_or(0);
+        let window = caps
+            .iter()
+            .map(|c| u64::from(c.window_secs))
+            .max()
+            .unwrap_or(0);
         let need = (now + window).max(age.map_or(0, |a| rec.first + u64::from(a)));
         rec.forget = need.min(now + retention);
     }

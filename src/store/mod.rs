@@ -14,8 +14,13 @@
 use crate::clock::UnixSecs;
 use crate::policy::Cap;
 
+pub mod bench;
 pub mod memory;
+pub mod pseudonym;
+pub mod snapshot;
 pub mod window;
+
+pub use memory::{MemoryOptions, MemoryStore, StoreStats};
 
 /// A pseudonymous visitor: a keyed hash of the visitor id. The raw id never reaches a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,8 +157,8 @@ impl StoreError {
     }
 }
 
+pub mod bench;
 pub mod pseudonym;
 pub mod snapshot;
-pub mod bench;
 
 pub use memory::{MemoryOptions, MemoryStore, StoreStats};

@@ -124,7 +124,11 @@ impl Enc {
 ///
 /// # Errors
 /// [`SnapshotError::Io`] when the file cannot be written or renamed.
-pub fn write(store: &MemoryStore, path: &Path, now: UnixSecs) -> Result<WriteSummary, SnapshotError> {
+pub fn write(
+    store: &MemoryStore,
+    path: &Path,
+    now: UnixSecs,
+) -> Result<WriteSummary, SnapshotError> {
     let io_err = |source| SnapshotError::Io {
         path: path.to_owned(),
         source,
@@ -286,7 +290,8 @@ pub fn load(path: &Path, opts: MemoryOptions) -> Result<MemoryStore, SnapshotErr
     if &bytes[..8] != MAGIC {
         return Err(corrupt("not a kappe state file"));
     }
-    if bytes.len() < HEADER_LEN + TRAILER_LEN || &bytes[bytes.len() - 16..bytes.len() - 8] != TRAILER
+    if bytes.len() < HEADER_LEN + TRAILER_LEN
+        || &bytes[bytes.len() - 16..bytes.len() - 8] != TRAILER
     {
         return Err(SnapshotError::Truncated {
             path: path.to_owned(),
@@ -484,8 +489,15 @@ mod tests {
             };
             s.admit(VisitorKey(i), &r, T0 + i).unwrap();
             if i % 11 == 0 {
-                s.admit(VisitorKey(i), &AdmitRequest { campaign: "other", ..r }, T0 + i)
-                    .unwrap();
+                s.admit(
+                    VisitorKey(i),
+                    &AdmitRequest {
+                        campaign: "other",
+                        ..r
+                    },
+                    T0 + i,
+                )
+                .unwrap();
                 s.burn(VisitorKey(i), "rt-*", T0 + 10_000, T0).unwrap();
             }
         }
@@ -506,11 +518,16 @@ mod tests {
         assert!(s.stats().spilled_visitors > 0);
         assert_eq!(back.stats().spilled_visitors, s.stats().spilled_visitors);
         for i in 0..500u64 {
-            assert_eq!(back.report(VisitorKey(i), T0 + 600), s.report(VisitorKey(i), T0 + 600));
+            assert_eq!(
+                back.report(VisitorKey(i), T0 + 600),
+                s.report(VisitorKey(i), T0 + 600)
+            );
         }
-        assert!(!fs::read_dir(dir.path()).unwrap().any(|e| {
-            e.unwrap().file_name().to_string_lossy().contains(".tmp-")
-        }));
+        assert!(
+            !fs::read_dir(dir.path())
+                .unwrap()
+                .any(|e| { e.unwrap().file_name().to_string_lossy().contains(".tmp-") })
+        );
     }
 
     /// A flipped byte is reported as corrupt, with an operator-facing message, and the file is
@@ -527,7 +544,10 @@ mod tests {
         let err = load(&path, MemoryOptions::default()).unwrap_err();
         assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
         let msg = err.to_string();
-        assert!(msg.contains("--discard-corrupt-state") && msg.contains("corrupt"), "{msg}");
+        assert!(
+            msg.contains("--discard-corrupt-state") && msg.contains("corrupt"),
+            "{msg}"
+        );
         assert!(load_at_start(&path, MemoryOptions::default(), false, T0).is_err());
         assert_eq!(fs::read(&path).unwrap(), bytes);
         fs::write(&path, b"something else entirely").unwrap();
@@ -567,7 +587,14 @@ mod tests {
         bytes[8] = 9;
         fs::write(&path, &bytes).unwrap();
         let err = load(&path, MemoryOptions::default()).unwrap_err();
-        assert!(matches!(err, SnapshotError::BadVersion { found: 9, expected: 1, .. }));
+        assert!(matches!(
+            err,
+            SnapshotError::BadVersion {
+                found: 9,
+                expected: 1,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("version 9"));
     }
 
@@ -575,8 +602,13 @@ mod tests {
     #[test]
     fn missing_file_starts_empty() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, aside) =
-            load_at_start(&dir.path().join("none"), MemoryOptions::default(), false, T0).unwrap();
+        let (s, aside) = load_at_start(
+            &dir.path().join("none"),
+            MemoryOptions::default(),
+            false,
+            T0,
+        )
+        .unwrap();
         assert!(s.is_empty() && aside.is_none());
     }
 }

@@ -174,7 +174,11 @@ mod tests {
             forget_at: 0,
         };
         let mut report = VisitorReport {
-            campaigns: vec![rec("a", vec![100, 110]), rec("b", vec![100]), rec("rt-c", vec![100])],
+            campaigns: vec![
+                rec("a", vec![100, 110]),
+                rec("b", vec![100]),
+                rec("rt-c", vec![100]),
+            ],
             burns: vec![BurnRecord {
                 pattern: "rt-*".into(),
                 until: 500,
@@ -183,9 +187,18 @@ mod tests {
             ..VisitorReport::default()
         };
         let caps_for = |_: &str| vec![cap(2, 1_000)];
-        assert_eq!(capped_campaigns(&report, caps_for, &[], 200), vec!["a", "rt-c"]);
-        assert_eq!(capped_campaigns(&report, caps_for, &[cap(3, 50)], 120).len(), 3);
+        assert_eq!(
+            capped_campaigns(&report, caps_for, &[], 200),
+            vec!["a", "rt-c"]
+        );
+        assert_eq!(
+            capped_campaigns(&report, caps_for, &[cap(3, 50)], 120).len(),
+            3
+        );
         report.burns.clear();
-        assert_eq!(capped_campaigns(&report, caps_for, &[], 2_000), Vec::<String>::new());
+        assert_eq!(
+            capped_campaigns(&report, caps_for, &[], 2_000),
+            Vec::<String>::new()
+        );
     }
 }
