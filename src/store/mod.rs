@@ -156,9 +156,3 @@ impl StoreError {
         }
     }
 }
-
-pub mod bench;
-pub mod pseudonym;
-pub mod snapshot;
-
-pub use memory::{MemoryOptions, MemoryStore, StoreStats};
