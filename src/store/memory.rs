@@ -134,6 +134,7 @@ impl Hasher for IdentityHasher {
 }
 
 type Identity = BuildHasherDefault<IdentityHasher>;
+type SlotRef<'a> = dashmap::mapref::one::Ref<'a, Key, Slot>;
 
 /// One visitor's slot. See the module docs for the word layout.
 pub(crate) struct Slot {
@@ -495,9 +496,14 @@ impl Interner {
 /// How many names each thread caches (per store; a thread using another store starts over).
 const INTERN_CACHE_ENTRIES: usize = 1024;
 
+/// A thread's cached names: the table they belong to, and name -> id.
+type NameCache = (
+    u64,
+    std::collections::HashMap<Box<str>, u32, BuildHasherDefault<FnvHasher>>,
+);
+
 thread_local! {
-    static INTERN_CACHE: std::cell::RefCell<(u64, std::collections::HashMap<Box<str>, u32, BuildHasherDefault<FnvHasher>>)> =
-        std::cell::RefCell::new((0, Default::default()));
+    static INTERN_CACHE: std::cell::RefCell<NameCache> = std::cell::RefCell::new((0, Default::default()));
 }
 
 /// FNV-1a for the per-thread name cache: names are short, and the cache is small and bounded,
@@ -605,28 +611,25 @@ impl MemoryStore {
             campaign,
             advertiser,
         };
-        loop {
-            if let Some(slot) = self.visitors.get(&key) {
-                let mut g = slot.lock();
-                if !records && !g.is_spilled() {
-                    // Inline slots hold no burns, and nothing here needs recording.
-                    return Ok(Admission::Admitted);
-                }
-                if fast
-                    && !g.is_spilled()
-                    && let Some(camp) = campaign
-                    && let Some(a) = self.admit_inline(&mut g, camp, req, now)
-                {
-                    return Ok(a);
-                }
-                return Ok(self.admit_full(key, &mut g, ids, req, now));
-            }
-            if !records {
-                // Nothing to record and nothing stored (so nothing burned): admit untouched.
-                return Ok(Admission::Admitted);
-            }
-            self.insert_empty(key, now);
+        let slot = match self.visitors.get(&key) {
+            Some(slot) => slot,
+            // Nothing to record and nothing stored (so nothing burned): admit untouched.
+            None if !records => return Ok(Admission::Admitted),
+            None => self.insert_empty(key, now),
+        };
+        let mut g = slot.lock();
+        if !records && !g.is_spilled() {
+            // Inline slots hold no burns, and nothing here needs recording.
+            return Ok(Admission::Admitted);
         }
+        if fast
+            && !g.is_spilled()
+            && let Some(camp) = campaign
+            && let Some(a) = self.admit_inline(&mut g, camp, req, now)
+        {
+            return Ok(a);
+        }
+        Ok(self.admit_full(key, &mut g, ids, req, now))
     }
 
     /// The inline fast path; `None` when the slot holds another campaign and must spill.
@@ -721,14 +724,18 @@ impl MemoryStore {
         out
     }
 
-    /// Inserts an empty slot for a new visitor, making room first if the store is full.
-    fn insert_empty(&self, key: Key, now: u32) {
+    /// Inserts an empty slot for a new visitor, making room first if the store is full, and
+    /// returns it under a read guard (the write guard of the insert, downgraded).
+    fn insert_empty(&self, key: Key, now: u32) -> SlotRef<'_> {
         if self.count.load(Ordering::Relaxed) >= self.opts.max_visitors {
             self.make_room(now);
         }
-        if let dashmap::Entry::Vacant(e) = self.visitors.entry(key) {
-            e.insert(Slot::empty());
-            self.count.fetch_add(1, Ordering::Relaxed);
+        match self.visitors.entry(key) {
+            dashmap::Entry::Vacant(e) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                e.insert(Slot::empty()).downgrade()
+            }
+            dashmap::Entry::Occupied(e) => e.into_ref().downgrade(),
         }
     }
 
@@ -810,28 +817,27 @@ impl MemoryStore {
             return Ok(());
         }
         let key = Key::new(v);
-        loop {
-            if let Some(slot) = self.visitors.get(&key) {
-                let mut g = slot.lock();
-                return self.with_full(key, &mut g, now, |full| {
-                    if let Some(b) = full.burns.iter_mut().find(|b| *b.pattern == *pattern) {
-                        b.until = b.until.max(until);
-                        return Ok(());
-                    }
-                    if full.burns.len() >= MAX_BURNS_PER_VISITOR {
-                        return Err(StoreError::Other(format!(
-                            "a visitor may burn at most {MAX_BURNS_PER_VISITOR} patterns"
-                        )));
-                    }
-                    full.burns.push(Burn {
-                        pattern: pattern.into(),
-                        until,
-                    });
-                    Ok(())
-                });
+        let slot = match self.visitors.get(&key) {
+            Some(slot) => slot,
+            None => self.insert_empty(key, now),
+        };
+        let mut g = slot.lock();
+        self.with_full(key, &mut g, now, |full| {
+            if let Some(b) = full.burns.iter_mut().find(|b| *b.pattern == *pattern) {
+                b.until = b.until.max(until);
+                return Ok(());
             }
-            self.insert_empty(key, now);
-        }
+            if full.burns.len() >= MAX_BURNS_PER_VISITOR {
+                return Err(StoreError::Other(format!(
+                    "a visitor may burn at most {MAX_BURNS_PER_VISITOR} patterns"
+                )));
+            }
+            full.burns.push(Burn {
+                pattern: pattern.into(),
+                until,
+            });
+            Ok(())
+        })
     }
 
     /// Removes every visitor whose records have all expired by `now`, and drops expired parts
