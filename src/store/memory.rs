@@ -134,6 +134,7 @@ impl Hasher for IdentityHasher {
 }
 
 type Identity = BuildHasherDefault<IdentityHasher>;
+type SlotRef<'a> = dashmap::mapref::one::Ref<'a, Key, Slot>;
 
 /// One visitor's slot. See the module docs for the word layout.
 pub(crate) struct Slot {
@@ -403,7 +404,13 @@ impl Full {
 
 /// The bounded table of campaign and advertiser ids. Slots store a 30-bit id instead of a
 /// string; ids are never reused, so the table's bound is also a bound on distinct campaigns seen.
+///
+/// Lookups go through a small per-thread cache first: ids never change once given, so a cached
+/// id is always right, and the hot path then touches no shared lock word (a shared `RwLock`
+/// reader count bouncing between cores is what stops admits from scaling).
 pub(crate) struct Interner {
+    /// Tells this table's entries apart in the per-thread caches.
+    table: u64,
     ids: DashMap<Box<str>, u32>,
     // A std RwLock: written once per new campaign, read only for reports and snapshots.
     names: RwLock<Vec<Arc<str>>>,
@@ -412,7 +419,9 @@ pub(crate) struct Interner {
 
 impl Interner {
     fn new(max: usize) -> Self {
+        static NEXT_TABLE: AtomicU64 = AtomicU64::new(1);
         Interner {
+            table: NEXT_TABLE.fetch_add(1, Ordering::Relaxed),
             ids: DashMap::new(),
             names: RwLock::new(Vec::new()),
             max: max.min(MAX_CAMPAIGNS_LIMIT),
@@ -424,6 +433,27 @@ impl Interner {
     }
 
     fn intern(&self, name: &str) -> Result<u32, StoreError> {
+        let cached = INTERN_CACHE.with_borrow(|c| {
+            if c.0 != self.table {
+                return None;
+            }
+            c.1.get(name).copied()
+        });
+        if let Some(id) = cached {
+            return Ok(id);
+        }
+        let id = self.intern_shared(name)?;
+        INTERN_CACHE.with_borrow_mut(|c| {
+            if c.0 != self.table || c.1.len() >= INTERN_CACHE_ENTRIES {
+                c.0 = self.table;
+                c.1.clear();
+            }
+            c.1.insert(name.into(), id);
+        });
+        Ok(id)
+    }
+
+    fn intern_shared(&self, name: &str) -> Result<u32, StoreError> {
         if let Some(id) = self.get(name) {
             return Ok(id);
         }
@@ -460,6 +490,41 @@ impl Interner {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+}
+
+/// How many names each thread caches (per store; a thread using another store starts over).
+const INTERN_CACHE_ENTRIES: usize = 1024;
+
+/// A thread's cached names: the table they belong to, and name -> id.
+type NameCache = (
+    u64,
+    std::collections::HashMap<Box<str>, u32, BuildHasherDefault<FnvHasher>>,
+);
+
+thread_local! {
+    static INTERN_CACHE: std::cell::RefCell<NameCache> = std::cell::RefCell::new((0, Default::default()));
+}
+
+/// FNV-1a for the per-thread name cache: names are short, and the cache is small and bounded,
+/// so a flood of crafted names costs at most a cache clear.
+#[derive(Default)]
+pub(crate) struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        self.0 = h;
     }
 }
 
@@ -546,28 +611,25 @@ impl MemoryStore {
             campaign,
             advertiser,
         };
-        loop {
-            if let Some(slot) = self.visitors.get(&key) {
-                let mut g = slot.lock();
-                if !records && !g.is_spilled() {
-                    // Inline slots hold no burns, and nothing here needs recording.
-                    return Ok(Admission::Admitted);
-                }
-                if fast
-                    && !g.is_spilled()
-                    && let Some(camp) = campaign
-                    && let Some(a) = self.admit_inline(&mut g, camp, req, now)
-                {
-                    return Ok(a);
-                }
-                return Ok(self.admit_full(key, &mut g, ids, req, now));
-            }
-            if !records {
-                // Nothing to record and nothing stored (so nothing burned): admit untouched.
-                return Ok(Admission::Admitted);
-            }
-            self.insert_empty(key, now);
+        let slot = match self.visitors.get(&key) {
+            Some(slot) => slot,
+            // Nothing to record and nothing stored (so nothing burned): admit untouched.
+            None if !records => return Ok(Admission::Admitted),
+            None => self.insert_empty(key, now),
+        };
+        let mut g = slot.lock();
+        if !records && !g.is_spilled() {
+            // Inline slots hold no burns, and nothing here needs recording.
+            return Ok(Admission::Admitted);
         }
+        if fast
+            && !g.is_spilled()
+            && let Some(camp) = campaign
+            && let Some(a) = self.admit_inline(&mut g, camp, req, now)
+        {
+            return Ok(a);
+        }
+        Ok(self.admit_full(key, &mut g, ids, req, now))
     }
 
     /// The inline fast path; `None` when the slot holds another campaign and must spill.
@@ -662,14 +724,18 @@ impl MemoryStore {
         out
     }
 
-    /// Inserts an empty slot for a new visitor, making room first if the store is full.
-    fn insert_empty(&self, key: Key, now: u32) {
+    /// Inserts an empty slot for a new visitor, making room first if the store is full, and
+    /// returns it under a read guard (the write guard of the insert, downgraded).
+    fn insert_empty(&self, key: Key, now: u32) -> SlotRef<'_> {
         if self.count.load(Ordering::Relaxed) >= self.opts.max_visitors {
             self.make_room(now);
         }
-        if let dashmap::Entry::Vacant(e) = self.visitors.entry(key) {
-            e.insert(Slot::empty());
-            self.count.fetch_add(1, Ordering::Relaxed);
+        match self.visitors.entry(key) {
+            dashmap::Entry::Vacant(e) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                e.insert(Slot::empty()).downgrade()
+            }
+            dashmap::Entry::Occupied(e) => e.into_ref().downgrade(),
         }
     }
 
@@ -751,28 +817,27 @@ impl MemoryStore {
             return Ok(());
         }
         let key = Key::new(v);
-        loop {
-            if let Some(slot) = self.visitors.get(&key) {
-                let mut g = slot.lock();
-                return self.with_full(key, &mut g, now, |full| {
-                    if let Some(b) = full.burns.iter_mut().find(|b| *b.pattern == *pattern) {
-                        b.until = b.until.max(until);
-                        return Ok(());
-                    }
-                    if full.burns.len() >= MAX_BURNS_PER_VISITOR {
-                        return Err(StoreError::Other(format!(
-                            "a visitor may burn at most {MAX_BURNS_PER_VISITOR} patterns"
-                        )));
-                    }
-                    full.burns.push(Burn {
-                        pattern: pattern.into(),
-                        until,
-                    });
-                    Ok(())
-                });
+        let slot = match self.visitors.get(&key) {
+            Some(slot) => slot,
+            None => self.insert_empty(key, now),
+        };
+        let mut g = slot.lock();
+        self.with_full(key, &mut g, now, |full| {
+            if let Some(b) = full.burns.iter_mut().find(|b| *b.pattern == *pattern) {
+                b.until = b.until.max(until);
+                return Ok(());
             }
-            self.insert_empty(key, now);
-        }
+            if full.burns.len() >= MAX_BURNS_PER_VISITOR {
+                return Err(StoreError::Other(format!(
+                    "a visitor may burn at most {MAX_BURNS_PER_VISITOR} patterns"
+                )));
+            }
+            full.burns.push(Burn {
+                pattern: pattern.into(),
+                until,
+            });
+            Ok(())
+        })
     }
 
     /// Removes every visitor whose records have all expired by `now`, and drops expired parts
@@ -936,7 +1001,7 @@ impl MemoryStore {
     /// [`StoreError::CampaignTableFull`] when the snapshot holds more names than the table.
     pub(crate) fn restore_names(&self, names: &[String]) -> Result<(), StoreError> {
         for (i, n) in names.iter().enumerate() {
-            let id = self.names.intern(n)?;
+            let id = self.names.intern_shared(n)?;
             if id as usize != i {
                 return Err(StoreError::Other(format!("duplicate campaign name {n:?}")));
             }

@@ -14,9 +14,14 @@
 use crate::clock::UnixSecs;
 use crate::policy::Cap;
 
+pub mod bench;
 pub mod memory;
+pub mod pseudonym;
 pub mod redis;
+pub mod snapshot;
 pub mod window;
+
+pub use memory::{MemoryOptions, MemoryStore, StoreStats};
 
 /// A pseudonymous visitor: a keyed hash of the visitor id. The raw id never reaches a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -152,12 +157,6 @@ impl StoreError {
         }
     }
 }
-
-pub mod bench;
-pub mod pseudonym;
-pub mod snapshot;
-
-pub use memory::{MemoryOptions, MemoryStore, StoreStats};
 
 /// The store in use: the embedded memory store or a shared one. Dispatch is a `match`, not a
 /// trait object, so the memory path stays a direct, inlinable call.

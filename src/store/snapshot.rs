@@ -367,11 +367,53 @@ fn decode(store: &MemoryStore, body: &[u8]) -> Option<()> {
     let n_names = d.u32()? as usize;
     let names: Vec<String> = (0..n_names).map(|_| d.str()).collect::<Option<_>>()?;
     store.restore_names(&names).ok()?;
+    // Parsing is cheap and sequential; inserting is cache-miss bound, so it runs on workers.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(Key, Image)>>(2 * workers);
+    // A std Mutex around the receiver: workers take one batch at a time, rarely contended.
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            let rx = &rx;
+            s.spawn(move || {
+                loop {
+                    let next = rx
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .recv();
+                    let Ok(batch) = next else { break };
+                    for (key, image) in batch {
+                        store.restore(key, image);
+                    }
+                }
+            });
+        }
+        let mut flush = |batch: &mut Vec<(Key, Image)>| {
+            // Workers only stop when `tx` is dropped, so a send cannot fail here.
+            let _ = tx.send(std::mem::take(batch));
+        };
+        let parsed = parse_visitors(&mut d, n_names, &mut flush);
+        // Dropping the sender ends the workers; the scope then waits for their last inserts.
+        drop(tx);
+        parsed
+    })
+}
+
+fn parse_visitors(
+    d: &mut Dec<'_>,
+    n_names: usize,
+    flush: &mut impl FnMut(&mut Vec<(Key, Image)>),
+) -> Option<()> {
+    const BATCH: usize = 16_384;
+    let mut batch = Vec::with_capacity(BATCH);
     let mut visitors = 0u64;
     loop {
         let key = Key::new(crate::store::VisitorKey(d.u64()?));
         let image = match d.u8()? {
             END => {
+                flush(&mut batch);
                 return (d.u64()? == visitors && d.b.is_empty()).then_some(());
             }
             0 => {
@@ -410,8 +452,11 @@ fn decode(store: &MemoryStore, body: &[u8]) -> Option<()> {
             }
             _ => return None,
         };
-        store.restore(key, image);
+        batch.push((key, image));
         visitors += 1;
+        if batch.len() >= BATCH {
+            flush(&mut batch);
+        }
     }
 }
 

@@ -1,0 +1,169 @@
+//! Criterion benches of the memory store's admit: hot key (one visitor) and cold keys (a
+//! million visitors), on one and two threads, next to governor's keyed rate limiter and a plain
+//! `Mutex<HashMap>` doing the same job, in the same run.
+//!
+//! With `KAPPE_BENCH_STORE=1` it instead runs the `bench-store` measurement
+//! ([`kappe::store::bench::run`]) and prints its report; `KAPPE_BENCH_VISITORS`,
+//! `KAPPE_BENCH_CAMPAIGNS`, `KAPPE_BENCH_THREADS`, `KAPPE_BENCH_SECONDS` and `KAPPE_BENCH_CAP`
+//! set its options (until the CLI subcommand exists, this is how to measure the targets).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use governor::{Quota, RateLimiter};
+use kappe::policy::{Cap, parse_cap_list};
+use kappe::store::bench::{BenchOptions, run};
+use kappe::store::{AdmitRequest, MemoryOptions, MemoryStore, VisitorKey};
+
+const COLD_KEYS: u64 = 1_000_000;
+const T0: u64 = 1_700_000_000;
+const CAP: Cap = Cap {
+    limit: 3,
+    window_secs: 86_400,
+};
+
+fn key(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn request(caps: &[Cap]) -> AdmitRequest<'_> {
+    AdmitRequest {
+        campaign: "rt-shoes",
+        campaign_caps: caps,
+        advertiser: None,
+        advertiser_caps: &[],
+        visitor_caps: &[],
+        max_age_secs: None,
+    }
+}
+
+/// Runs `op(i)` for `iters` iterations split over `threads` threads; the wall time is the cost.
+fn threaded(iters: u64, threads: u64, op: &(dyn Fn(u64) + Sync)) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            s.spawn(move || {
+                for i in (t..iters).step_by(threads as usize) {
+                    op(i);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// The baseline any store must beat: a global lock around a map of timestamp lists.
+struct MutexMap(Mutex<HashMap<u64, Vec<u32>>>);
+
+impl MutexMap {
+    fn admit(&self, k: u64, now: u32) -> bool {
+        let mut m = self.0.lock().unwrap();
+        let ts = m.entry(k).or_default();
+        let live = ts.iter().filter(|t| **t + CAP.window_secs > now).count();
+        if live >= CAP.limit as usize {
+            return false;
+        }
+        ts.push(now);
+        if ts.len() > CAP.limit as usize {
+            ts.remove(0);
+        }
+        true
+    }
+}
+
+fn admit_benches(c: &mut Criterion) {
+    let caps = [CAP];
+    let store = MemoryStore::new(MemoryOptions {
+        max_visitors: 2 * COLD_KEYS as usize,
+        ..MemoryOptions::default()
+    });
+    for i in 0..COLD_KEYS {
+        let _ = store.admit(VisitorKey(key(i)), &request(&caps), T0);
+    }
+    let governor = RateLimiter::keyed(
+        Quota::with_period(Duration::from_secs(86_400 / 3))
+            .unwrap()
+            .allow_burst(NonZeroU32::new(3).unwrap()),
+    );
+    let mutex = MutexMap(Mutex::new(HashMap::with_capacity(COLD_KEYS as usize)));
+    for i in 0..COLD_KEYS {
+        let _ = governor.check_key(&key(i));
+        mutex.admit(key(i), T0 as u32);
+    }
+
+    let mut g = c.benchmark_group("admit");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for threads in [1u64, 2] {
+        for (temp, pick) in [("hot", 0u64), ("cold", 1)] {
+            let k = move |i: u64| {
+                if pick == 0 {
+                    key(0)
+                } else {
+                    key(i % COLD_KEYS)
+                }
+            };
+            g.bench_function(format!("kappe/{temp}/{threads}t"), |b| {
+                b.iter_custom(|iters| {
+                    threaded(iters, threads, &|i| {
+                        black_box(store.admit(VisitorKey(k(i)), &request(&caps), T0 + 10).ok());
+                    })
+                })
+            });
+            g.bench_function(format!("governor/{temp}/{threads}t"), |b| {
+                b.iter_custom(|iters| {
+                    threaded(iters, threads, &|i| {
+                        black_box(governor.check_key(&k(i)).is_ok());
+                    })
+                })
+            });
+            g.bench_function(format!("mutex-hashmap/{temp}/{threads}t"), |b| {
+                b.iter_custom(|iters| {
+                    threaded(iters, threads, &|i| {
+                        black_box(mutex.admit(k(i), T0 as u32 + 10));
+                    })
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, admit_benches);
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    if std::env::var_os("KAPPE_BENCH_STORE").is_some() {
+        let d = BenchOptions::default();
+        let caps = std::env::var("KAPPE_BENCH_CAP")
+            .ok()
+            .map(|s| parse_cap_list(&s).expect("KAPPE_BENCH_CAP: a cap list such as 3/1d"))
+            .unwrap_or(d.caps.clone());
+        let opts = BenchOptions {
+            visitors: env("KAPPE_BENCH_VISITORS", d.visitors),
+            campaigns: env("KAPPE_BENCH_CAMPAIGNS", d.campaigns),
+            threads: env("KAPPE_BENCH_THREADS", d.threads),
+            seconds: env("KAPPE_BENCH_SECONDS", d.seconds),
+            caps,
+            snapshot_dir: None,
+        };
+        print!("{}", run(&opts));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
