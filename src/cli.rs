@@ -73,7 +73,7 @@ pub enum Command {
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Args {
     // ---- core ----
-    /// The ad server to forward to, e.g. http://ads.internal:8080.
+    /// The ad server to forward to, e.g. `http://ads.internal:8080`.
     #[arg(long, env = "KAPPE_UPSTREAM", global = true)]
     pub upstream: Option<String>,
     /// Address for visitors [default: 127.0.0.1:8080].
@@ -261,7 +261,7 @@ pub struct Args {
     #[arg(long, env = "KAPPE_VISITOR_COOKIE", global = true)]
     pub visitor_cookie: Option<String>,
     /// Where the visitor id comes from, tried in order: cookie:NAME or header:NAME
-    /// [default: cookie:<visitor-cookie>].
+    /// (default: `cookie:` followed by --visitor-cookie).
     #[arg(long, env = "KAPPE_VISITOR_FROM", global = true, value_delimiter = ',')]
     pub visitor_from: Vec<String>,
     /// Id for visitors without one: off or ip-ua (keyed hash of address and User-Agent, salt

@@ -1,4 +1,4 @@
-//! The validated configuration. [`Config::from_cli`] merges flags and environment (from
+//! The validated configuration. [`Config::from_args`] merges flags and environment (from
 //! [`crate::cli::Args`]) over the config file over built-in defaults, checks every value and names
 //! the flag and value of the first one that is wrong. Nothing downstream re-validates.
 

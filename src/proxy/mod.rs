@@ -487,6 +487,7 @@ impl Proxy {
                         .await;
                         match decided.unwrap_or(Err(StoreError::Timeout)) {
                             Ok(Admission::Admitted) => {
+                                self.metrics.store_up.set(1);
                                 if let Some(id) = issued {
                                     let max_age = u64::from(
                                         policy
@@ -574,6 +575,7 @@ impl Proxy {
             .store_errors
             .with_label_values(&[err.kind()])
             .inc();
+        self.metrics.store_up.set(0);
         ProxyError::StoreUnavailable
     }
 

@@ -2,7 +2,7 @@
 //! slot, with one atomic admit per visitor, a sweeper, and bounded size.
 //!
 //! # Layout
-//! Each map value is a [`Slot`] of seven `AtomicU32` words (28 bytes; with the 8-byte key a map
+//! Each map value is a `Slot` of seven `AtomicU32` words (28 bytes; with the 8-byte key a map
 //! bucket is 36 bytes, which is what bytes per key is made of). A visitor with one campaign and
 //! at most four timestamps to keep lives entirely in its slot: word 0 is a lock bit, a "spilled"
 //! bit and the interned campaign id; then forget-at, first-seen and a four-entry timestamp ring.
