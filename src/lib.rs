@@ -24,16 +24,25 @@
 //!   <- store.admit(visitor, caps, now)       Admitted -> stream the response; Denied -> drop answer
 //! ```
 
+#[cfg(feature = "proxy")]
 pub mod admin;
+#[cfg(feature = "proxy")]
 pub mod app;
+#[cfg(feature = "proxy")]
 pub mod cli;
 pub mod clock;
+#[cfg(feature = "proxy")]
 pub mod config;
+#[cfg(feature = "proxy")]
 pub mod demo;
+#[cfg(feature = "proxy")]
 pub mod metrics;
 pub mod policy;
 pub mod privacy;
+#[cfg(feature = "proxy")]
 pub mod proxy;
+#[cfg(feature = "proxy")]
 pub mod server;
+#[cfg(feature = "proxy")]
 pub mod status;
 pub mod store;

@@ -17,6 +17,7 @@ use crate::policy::Cap;
 pub mod bench;
 pub mod memory;
 pub mod pseudonym;
+#[cfg(feature = "proxy")]
 pub mod redis;
 pub mod snapshot;
 pub mod window;
@@ -158,6 +159,7 @@ impl StoreError {
     }
 }
 
+#[cfg(feature = "proxy")]
 /// The store in use: the embedded memory store or a shared one. Dispatch is a `match`, not a
 /// trait object, so the memory path stays a direct, inlinable call.
 #[derive(Clone)]
@@ -167,6 +169,7 @@ pub enum Store {
     Redis(redis::RedisStore),
 }
 
+#[cfg(feature = "proxy")]
 impl Store {
     /// Decides and records one impression atomically.
     ///
