@@ -199,11 +199,7 @@ impl Shared {
             return Ok("no --config file; nothing to reload\n".to_owned());
         };
         let file = crate::config::read_file(path)?;
-        let mut args = crate::cli::Args::default();
-        // The command line and environment still win over the file, as at start-up.
-        if let Ok(cli) = <crate::cli::Cli as clap::Parser>::try_parse() {
-            args = cli.args;
-        }
+        let args = self.cfg.given.clone();
         let policy = Config::policy(&args.or_from(file))?;
         let summary = policy.describe();
         self.policy.store(Arc::new(policy));

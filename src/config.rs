@@ -128,6 +128,9 @@ pub struct StoreSettings {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub upstream: Uri,
+    /// The flags and environment as given, before the config file filled the gaps: a reload
+    /// merges them over the new file again, so the command line keeps winning.
+    pub given: Args,
     /// `host:port` of the upstream, for Host and the connector.
     pub upstream_authority: http::uri::Authority,
     pub listen: SocketAddr,
@@ -310,14 +313,15 @@ impl Config {
     /// The first invalid value, naming its flag, or an unreadable config file.
     pub fn from_args(args: Args) -> Result<Config, ConfigError> {
         let config_file = args.config.clone();
+        let given = args.clone();
         let args = match &config_file {
             Some(path) => args.or_from(read_file(path)?),
             None => args,
         };
-        Self::validate(args, config_file)
+        Self::validate(args, given, config_file)
     }
 
-    fn validate(a: Args, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
+    fn validate(a: Args, given: Args, config_file: Option<PathBuf>) -> Result<Config, ConfigError> {
         let upstream_raw = a
             .upstream
             .as_deref()
@@ -390,6 +394,7 @@ impl Config {
 
         Ok(Config {
             upstream,
+            given,
             upstream_authority,
             listen: addr("listen", a.listen.as_deref(), "127.0.0.1:8080")?,
             admin_listen: addr("admin-listen", a.admin_listen.as_deref(), "127.0.0.1:9090")?,
