@@ -315,7 +315,9 @@ async fn opting_out_in_the_browser_hides_retargeting_and_keeps_other_cookies() {
         .expect("after opting out the page offers \"Allow again\"");
     b.screenshot("privacy-opted-out").await;
 
-    c.goto(&k.url("/")).await.expect("reload the publisher page");
+    c.goto(&k.url("/"))
+        .await
+        .expect("reload the publisher page");
     let after = ads_on_page(c).await;
     b.screenshot("demo-after-opt-out").await;
     assert_eq!(after.len(), before.len(), "every slot is still filled");

@@ -4,6 +4,7 @@
 mod browser;
 mod caps;
 mod cli;
+mod observe;
 mod privacy;
 mod proxy;
 mod redis;
