@@ -301,7 +301,8 @@ async fn text_access_log_has_one_line_per_request_and_no_visitor_id() {
 }
 
 /// The status page, loaded in Chromium after a visitor browsed the demo until caps applied,
-/// shows the live figures: impressions, drops by reason, store size, health and the policy.
+/// shows the live figures: impressions, drops by reason, store size, health and the policy, and
+/// rates over the last interval once it has refreshed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_in_a_browser_shows_live_figures() {
     if !browser::require("status_page_in_a_browser_shows_live_figures") {
@@ -369,7 +370,48 @@ async fn status_page_in_a_browser_shows_live_figures() {
         "upstream and store up: {text}"
     );
 
+    // The page refreshes to a URL carrying the counters it showed; after one more page view
+    // that next view shows live rates over the interval instead of a dash.
+    let first_live = live_requests_cell(c).await;
+    assert_eq!(first_live, "–", "the first view has no earlier sample");
+    let refresh = c
+        .execute(
+            "return document.querySelector('meta[http-equiv=refresh]').content;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let next = refresh
+        .as_str()
+        .and_then(|r| r.split_once(";url="))
+        .map(|(_, url)| url.to_owned())
+        .unwrap_or_else(|| panic!("no refresh URL in {refresh}"));
+    c.goto(&k.url("/")).await.expect("one more page view");
+    browser::ads_on_page(c).await;
+    c.goto(&format!("{}{next}", k.admin_url("/")))
+        .await
+        .expect("follow the refresh");
+    b.screenshot("status-live").await;
+    let live: f64 = live_requests_cell(c)
+        .await
+        .parse()
+        .expect("a live rate after the refresh");
+    assert!(live > 0.0, "four requests in the interval give a rate");
+
     b.close().await;
     k.shutdown().await;
     upstream.abort();
+}
+
+/// The "last interval" rate of requests answered, as the status page shows it.
+async fn live_requests_cell(c: &fantoccini::Client) -> String {
+    let cell = c
+        .execute(
+            "return [...document.querySelectorAll('#traffic tr')]\
+             .find(r => r.cells[0].textContent === 'requests answered').cells[2].textContent;",
+            vec![],
+        )
+        .await
+        .expect("read the traffic table");
+    cell.as_str().expect("text").to_owned()
 }
