@@ -133,7 +133,7 @@ impl Browser {
                     "--disable-component-update",
                     "--disable-sync",
                     "--disable-dev-shm-usage",
-                    "--window-size=1000,800",
+                    "--window-size=1000,1000",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             }),
