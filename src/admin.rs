@@ -90,7 +90,7 @@ pub async fn handle(
         }
         (&Method::GET, "/") => text(
             StatusCode::OK,
-            crate::status::render(&shared),
+            crate::status::render(&shared, req.uri().query()),
             "text/html; charset=utf-8",
         ),
         (&Method::POST, "/reload") => match shared.reload() {
