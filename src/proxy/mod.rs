@@ -489,21 +489,7 @@ impl Proxy {
                             Ok(Admission::Admitted) => {
                                 self.metrics.store_up.set(1);
                                 if let Some(id) = issued {
-                                    let max_age = u64::from(
-                                        policy
-                                            .longest_need_secs()
-                                            .clamp(86_400, self.cfg.store.max_retention_secs),
-                                    );
-                                    let secure = info.tls || e.cookie_secure;
-                                    parts.headers.append(
-                                        header::SET_COOKIE,
-                                        identity::set_cookie(
-                                            &e.visitor_cookie,
-                                            &id,
-                                            max_age,
-                                            secure,
-                                        ),
-                                    );
+                                    self.issue_id(&mut parts.headers, &id, &policy, info);
                                 }
                                 Decision::Served
                             }
@@ -524,6 +510,11 @@ impl Proxy {
                 }
             }
         };
+        if decision == Decision::PassThrough && ctx.identity == Identity::Issuable {
+            // A visitor without an id gets one on the first answer (the publisher's page), so the
+            // ad requests that follow it, often in parallel, all carry the same id.
+            self.issue_id(&mut parts.headers, &identity::new_id(), &policy, info);
+        }
         match decision {
             Decision::PassThrough | Decision::ServedUncounted(_) => self.metrics.passthrough.inc(),
             Decision::Served => self.metrics.impressions.inc(),
@@ -536,6 +527,21 @@ impl Proxy {
             Decision::Dropped(r) => self.metrics.dropped.with_label_values(&[r.label()]).inc(),
         }
         Ok((Response::from_parts(parts, body), decision, campaign))
+    }
+
+    /// Adds the `Set-Cookie` that issues visitor id `id`, living as long as the policy needs.
+    fn issue_id(&self, headers: &mut http::HeaderMap, id: &str, policy: &Policy, info: &ConnInfo) {
+        let e = &self.cfg.enforcement;
+        let max_age = u64::from(
+            policy
+                .longest_need_secs()
+                .clamp(86_400, self.cfg.store.max_retention_secs),
+        );
+        let secure = info.tls || e.cookie_secure;
+        headers.append(
+            header::SET_COOKIE,
+            identity::set_cookie(&e.visitor_cookie, id, max_age, secure),
+        );
     }
 
     /// The answer that replaces a dropped response (`--on-drop`).

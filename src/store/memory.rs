@@ -948,8 +948,10 @@ impl MemoryStore {
         StoreStats {
             visitors: self.count.load(Ordering::Relaxed) as u64,
             spilled_visitors: spilled as u64,
-            estimated_bytes: (self.visitors.capacity() * bucket
-                + self.spill.capacity() * (std::mem::size_of::<(Key, Mutex<Full>)>() + 1)
+            // What the held visitors occupy (at the table's 7/8 load factor), not the capacity
+            // reserved up front for --max-visitors, most of which is never touched.
+            estimated_bytes: ((self.len() * bucket * 8 / 7)
+                + spilled * (std::mem::size_of::<(Key, Mutex<Full>)>() + 1) * 8 / 7
                 + spilled_bytes) as u64,
             evictions_expired: self.evicted_expired.load(Ordering::Relaxed),
             evictions_capacity: self.evicted_capacity.load(Ordering::Relaxed),

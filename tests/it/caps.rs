@@ -383,6 +383,26 @@ async fn new_visitors_get_an_id_cookie() {
         // The issued id is the one counted.
         assert_eq!(visit(&k, RT, id, &[]).await.0, StatusCode::NO_CONTENT);
     }
+    // The publisher's page (no campaign) already issues the id, so the ad requests that follow
+    // it in parallel share one id; a visitor who opted out gets none.
+    let (_, h, _) = visit(&k, "/page", "", &[]).await;
+    assert!(
+        h.get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("kappe_id="))
+    );
+    let (_, h, _) = visit(&k, "/page", "", &[("sec-gpc", "1")]).await;
+    assert!(
+        !h.get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("kappe_id="))
+    );
+    let (_, h, _) = visit(&k, "/page", "known", &[]).await;
+    assert!(
+        !h.get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("kappe_id="))
+    );
 }
 
 /// `--visitor-from header:...` uses the ad server's id; without any id `--no-id` decides, and the
