@@ -549,11 +549,14 @@ pub(crate) enum Image {
 }
 
 impl MemoryStore {
-    /// An empty store. The map is sized for `max_visitors` up front so that it never rehashes
-    /// under load (only the control bytes are touched until keys arrive).
+    /// An empty store. The map starts small and grows with the visitors it holds.
     pub fn new(opts: MemoryOptions) -> Self {
         let shards = 128;
-        let capacity = opts.max_visitors.min(1 << 28);
+        // Start small and let each shard grow on its own: a table pre-sized for a bound of ten
+        // million would be touched all over by a few hundred thousand random keys, so resident
+        // memory would follow the bound instead of the visitors held. A shard's rehash moves
+        // 1/128 of the table, a short pause on one shard only.
+        let capacity = opts.max_visitors.min(1 << 16);
         MemoryStore {
             opts,
             visitors: DashMap::with_capacity_and_hasher_and_shard_amount(
