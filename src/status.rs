@@ -8,22 +8,7 @@ use std::fmt::Write;
 
 use crate::app::Shared;
 use crate::metrics::DROP_REASONS;
-
-/// Escapes text for HTML.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::privacy::esc;
 
 /// The counters behind the page's rates at one moment. The page carries the sample in its refresh
 /// URL, so the next view shows rates over the last few seconds ("live") without kappe keeping any

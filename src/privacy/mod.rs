@@ -27,7 +27,7 @@ pub mod tcf;
 pub mod usp;
 
 pub use cookie::{Cookies, cookies, strip_cookies};
-pub use page::{Lang, PageView, gpc_json, me_json, negotiate, render_page};
+pub use page::{Lang, PageView, esc, gpc_json, me_json, negotiate, render_page};
 
 /// Why a privacy string did not decode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -157,7 +157,8 @@ pub fn gpc_json() -> &'static str {
 }
 
 /// Escapes text for HTML element content and double- or single-quoted attributes.
-fn esc(s: &str) -> Cow<'_> {
+/// Escapes text for HTML element content and quoted attributes; borrows when nothing needs it.
+pub fn esc(s: &str) -> Cow<'_> {
     if !s
         .bytes()
         .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))

@@ -23,26 +23,13 @@ use crate::support::{self, Kappe};
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "chromedriver";
 
-/// True when Chromium and ChromeDriver can run. Under `CI=true` a missing program is a failure,
-/// not a skip.
+/// True when Chromium and ChromeDriver can run; see [`support::require_programs`].
 pub(crate) fn require(test: &str) -> bool {
-    let runs = |prog: &str| {
-        Command::new(prog)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if runs(CHROMIUM) && runs(CHROMEDRIVER) {
-        return true;
-    }
-    let why = "chromium or chromedriver not found (apt-get install chromium chromium-driver)";
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {why}");
-    }
-    eprintln!("skipping {test}: {why}");
-    false
+    support::require_programs(
+        test,
+        &[CHROMIUM, CHROMEDRIVER],
+        "apt-get install chromium chromium-driver",
+    )
 }
 
 /// Where screenshots go: `target/screenshots/` of the checkout (ignored by git).

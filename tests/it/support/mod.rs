@@ -5,6 +5,28 @@
 
 pub mod redis;
 
+/// True when every program in `progs` runs (`PROG --version`). Under `CI=true` a missing program
+/// fails the test instead of skipping it; locally the test skips with the printed reason.
+pub fn require_programs(test: &str, progs: &[&str], install: &str) -> bool {
+    let runs = |prog: &str| {
+        std::process::Command::new(prog)
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if progs.iter().all(|p| runs(p)) {
+        return true;
+    }
+    let why = format!("{} not found ({install})", progs.join(" or "));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: {why}");
+    }
+    eprintln!("skipping {test}: {why}");
+    false
+}
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

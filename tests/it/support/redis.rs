@@ -15,23 +15,11 @@ use kappe::store::redis::StoreUrl;
 /// True when `redis-server` and `redis-cli` can run. Under `CI=true` a missing program is a
 /// failure, not a skip.
 pub(crate) fn require(test: &str) -> bool {
-    let ok = |prog: &str| {
-        Command::new(prog)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if ok("redis-server") && ok("redis-cli") {
-        return true;
-    }
-    let why = "redis-server/redis-cli not found (apt-get install redis-server redis-tools)";
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: {why}");
-    }
-    eprintln!("skipping {test}: {why}");
-    false
+    super::require_programs(
+        test,
+        &["redis-server", "redis-cli"],
+        "apt-get install redis-server redis-tools",
+    )
 }
 
 /// A loopback port that is free now, and whose cluster bus port (port + 10000) is free too.
