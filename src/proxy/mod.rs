@@ -503,6 +503,13 @@ impl Proxy {
                                             secure,
                                         ),
                                     );
+                                    // A shared cache must never keep this answer: it would hand
+                                    // the same id, and so one visitor's counters, to everyone.
+                                    parts.headers.insert(
+                                        header::CACHE_CONTROL,
+                                        HeaderValue::from_static("private, no-store"),
+                                    );
+                                    parts.headers.remove(header::EXPIRES);
                                 }
                                 Decision::Served
                             }
