@@ -3,8 +3,10 @@
 
 mod caps;
 mod cli;
+mod faults;
 mod privacy;
 mod proxy;
 mod redis;
+mod security;
 mod shared;
 mod support;
