@@ -5,6 +5,7 @@ mod caps;
 mod cli;
 mod faults;
 mod privacy;
+mod process;
 mod proxy;
 mod redis;
 mod security;
