@@ -136,6 +136,14 @@ fn run_proxy(args: kappe::cli::Args, banner: Option<String>) -> ExitCode {
             Err(e) => return Err(app::AppError::Signals(e)),
         };
         let (visitors, admin) = app::bind(&cfg).await?;
+        if !cfg.admin_listen.ip().is_loopback() && cfg.admin_token.is_none() {
+            // Not refused: a private network may be the operator's choice. But say it loudly.
+            tracing::warn!(
+                admin = %cfg.admin_listen,
+                "the admin port listens beyond loopback without --admin-token: /metrics, the \
+                 status page and /reload are open to anyone who can reach it"
+            );
+        }
         let shared = Shared::new(cfg).await?;
         tracing::info!(
             listen = %visitors.local_addr().map(|a| a.to_string()).unwrap_or_default(),

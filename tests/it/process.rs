@@ -44,19 +44,21 @@ fn signal(pid: u32, sig: &str) {
 impl Proc {
     /// Starts kappe with `flags` on port 0 and waits until it logs that it is serving.
     fn start(upstream: &str, flags: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kappe"))
-            .args([
-                "--upstream",
-                upstream,
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--log",
-                "info",
-            ])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kappe"));
+        cmd.args([
+            "--upstream",
+            upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--log",
+            "info",
+        ]);
+        if !flags.contains(&"--admin-listen") {
+            cmd.args(["--admin-listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
             .args(flags)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -454,4 +456,32 @@ async fn random_id_flood_stays_within_the_visitor_bound() {
         after <= warm + 32 * 1024,
         "resident memory grew from {warm} KiB to {after} KiB"
     );
+}
+
+/// An admin port on a wide address without --admin-token is allowed but warned about at start;
+/// on loopback, or with a token, there is no warning.
+#[tokio::test]
+async fn wide_admin_port_without_token_is_warned_about() {
+    let up = Upstream::ok("ok").await;
+    let warned = |k: &Proc| {
+        k.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("without --admin-token"))
+    };
+    let k = Proc::start(&up.url(), &["--admin-listen", "0.0.0.0:0"]);
+    assert!(warned(&k), "{:?}", k.stderr.lock().unwrap());
+    let k = Proc::start(
+        &up.url(),
+        &[
+            "--admin-listen",
+            "0.0.0.0:0",
+            "--admin-token",
+            "0123456789abcdef",
+        ],
+    );
+    assert!(!warned(&k));
+    let k = Proc::start(&up.url(), &[]);
+    assert!(!warned(&k));
 }
