@@ -50,6 +50,8 @@ pub enum AppError {
     State(#[from] snapshot::SnapshotError),
     #[error("store: {0}")]
     Store(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 impl Shared {

@@ -33,22 +33,33 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// Resolves when SIGTERM or SIGINT arrives; SIGHUP reloads the policy meanwhile.
-async fn signals(shared: std::sync::Arc<Shared>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM received"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT received"); return; }
-            _ = hup.recv() => { let _ = shared.reload(); }
+/// The process signals kappe acts on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers. Called before the listeners are bound: until a handler exists, a
+    /// SIGHUP (a reload sent as soon as the port answers) would kill the process by default.
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves when SIGTERM or SIGINT arrives; SIGHUP reloads the policy meanwhile.
+    async fn until_shutdown(mut self, shared: std::sync::Arc<Shared>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return; }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return; }
+                _ = self.hup.recv() => { let _ = shared.reload(); }
+            }
         }
     }
 }
@@ -120,7 +131,19 @@ fn run_proxy(args: kappe::cli::Args, banner: Option<String>) -> ExitCode {
         Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
     };
     let result = rt.block_on(async move {
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => return Err(app::AppError::Signals(e)),
+        };
         let (visitors, admin) = app::bind(&cfg).await?;
+        if !cfg.admin_listen.ip().is_loopback() && cfg.admin_token.is_none() {
+            // Not refused: a private network may be the operator's choice. But say it loudly.
+            tracing::warn!(
+                admin = %cfg.admin_listen,
+                "the admin port listens beyond loopback without --admin-token: /metrics, the \
+                 status page and /reload are open to anyone who can reach it"
+            );
+        }
         let shared = Shared::new(cfg).await?;
         tracing::info!(
             listen = %visitors.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -131,7 +154,13 @@ fn run_proxy(args: kappe::cli::Args, banner: Option<String>) -> ExitCode {
         if let Some(b) = banner {
             println!("{b}");
         }
-        app::run(shared.clone(), visitors, admin, signals(shared)).await
+        app::run(
+            shared.clone(),
+            visitors,
+            admin,
+            signals.until_shutdown(shared),
+        )
+        .await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -542,6 +542,13 @@ impl Proxy {
             header::SET_COOKIE,
             identity::set_cookie(&e.visitor_cookie, id, max_age, secure),
         );
+        // A shared cache must never keep this answer: it would hand the same id, and so one
+        // visitor's counters, to everyone.
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-store"),
+        );
+        headers.remove(header::EXPIRES);
     }
 
     /// The answer that replaces a dropped response (`--on-drop`).

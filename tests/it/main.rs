@@ -4,9 +4,12 @@
 mod browser;
 mod caps;
 mod cli;
+mod faults;
 mod observe;
 mod privacy;
+mod process;
 mod proxy;
 mod redis;
+mod security;
 mod shared;
 mod support;
