@@ -128,8 +128,8 @@ def fmt(v, spec):
 lines = [
     f"Measured {machine.get('date')} on {machine.get('cpu')}, {machine.get('cores')} cores, "
     f"Linux {machine.get('kernel')}; kappe {machine.get('kappe')}, nginx {machine.get('nginx')}, "
-    f"HAProxy {machine.get('haproxy')}. Loopback, wrk with {machine.get('rounds')}, "
-    f"1,000,000 random visitors. Medians over the rounds. Command: `{machine.get('command')}`.",
+    f"HAProxy {machine.get('haproxy')}. Loopback; wrk, {machine.get('conns')} connections, "
+    f"{machine.get('seconds')} s per run, {machine.get('rounds')} interleaved rounds, 1,000,000 random visitors. Medians over the rounds. Command: `{machine.get('command')}`.",
     "",
 ]
 for w, s in series.items():
