@@ -3,6 +3,9 @@
 //! rewritten to the configured upstream whatever the visitor asked for, so kappe is never an open
 //! proxy.
 
+use std::cell::RefCell;
+use std::io::Write;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Uri, Version};
@@ -92,6 +95,23 @@ pub fn visitor_host(
     Ok(host)
 }
 
+/// The `Host` value for the upstream, built once per thread and then cloned (a reference count)
+/// instead of validated and copied on every request.
+fn upstream_host(upstream: &Authority) -> HeaderValue {
+    thread_local! {
+        static CACHED: RefCell<Option<(Authority, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    CACHED.with_borrow_mut(|cached| match cached {
+        Some((a, v)) if *a == *upstream => v.clone(),
+        _ => {
+            let v = HeaderValue::from_str(upstream.as_str())
+                .expect("an authority is a valid header value");
+            *cached = Some((upstream.clone(), v.clone()));
+            v
+        }
+    })
+}
+
 /// Rewrites a request's head for the upstream.
 pub fn prepare_request(
     parts: &mut http::request::Parts,
@@ -104,14 +124,24 @@ pub fn prepare_request(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
 
-    let ip = info.peer.ip().to_string();
+    // The value is written into one stack buffer (a visitor's own XFF chain is rare and goes
+    // through the heap): this runs on every request.
+    let mut buf = [0u8; 64];
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+        Some(prev) if !prev.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prev}, {}", info.peer.ip())).ok()
+        }
+        _ => {
+            let mut w = &mut buf[..];
+            // 64 bytes hold the longest IPv6 address (45 characters), so the write succeeds.
+            let _ = write!(w, "{}", info.peer.ip());
+            let n = 64 - w.len();
+            HeaderValue::from_bytes(&buf[..n]).ok()
+        }
     };
     // All XFF lines are folded into the one appended value.
     headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
@@ -125,9 +155,7 @@ pub fn prepare_request(
     add_via(headers, version);
     let host = match (preserve_host, visitor_host) {
         (true, Some(h)) => h,
-        _ => {
-            HeaderValue::from_str(upstream.as_str()).expect("an authority is a valid header value")
-        }
+        _ => upstream_host(upstream),
     };
     headers.insert(header::HOST, host);
 
@@ -136,12 +164,11 @@ pub fn prepare_request(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(upstream.clone())
-        .path_and_query(pq)
-        .build()
-        .expect("scheme, authority and path are all valid");
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(upstream.clone());
+    uri.path_and_query = Some(pq);
+    parts.uri = Uri::from_parts(uri).expect("scheme, authority and path are all valid");
     parts.version = Version::HTTP_11;
 }
 

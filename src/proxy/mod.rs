@@ -81,10 +81,10 @@ struct Ctx {
     replay: Option<http::request::Parts>,
 }
 
-/// Headers an ad server uses to talk to kappe; a visitor must not be able to send them upstream.
-const KAPPE_REQUEST_HEADERS: [&str; 2] = ["x-kappe-capped", "x-kappe-exclude"];
 static X_KAPPE_BURN: HeaderName = HeaderName::from_static("x-kappe-burn");
 static X_KAPPE_DECISION: HeaderName = HeaderName::from_static("x-kappe-decision");
+/// `X-Kappe-Exclude` and `X-Kappe-Capped` are how kappe talks to the ad server: a visitor must not
+/// be able to send them upstream.
 static X_KAPPE_EXCLUDE: HeaderName = HeaderName::from_static("x-kappe-exclude");
 static X_KAPPE_CAPPED: HeaderName = HeaderName::from_static("x-kappe-capped");
 static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
@@ -255,9 +255,9 @@ impl Proxy {
         identity: &Identity,
         now: UnixSecs,
     ) {
-        for name in KAPPE_REQUEST_HEADERS {
-            headers.remove(name);
-        }
+        // Static names: removing by &str would parse and hash the name on every request.
+        headers.remove(&X_KAPPE_CAPPED);
+        headers.remove(&X_KAPPE_EXCLUDE);
         let e = &self.cfg.enforcement;
         if !verdict.storage_allowed {
             // No visitor id travels upstream for a visitor who may not be tracked.
