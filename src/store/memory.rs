@@ -551,12 +551,18 @@ pub(crate) enum Image {
 impl MemoryStore {
     /// An empty store. The map starts small and grows with the visitors it holds.
     pub fn new(opts: MemoryOptions) -> Self {
+        Self::with_capacity(opts, 1 << 16)
+    }
+
+    /// An empty store with room for `visitors` before its index grows (a snapshot being restored
+    /// knows how many it brings), never more than `max_visitors`.
+    pub fn with_capacity(opts: MemoryOptions, visitors: usize) -> Self {
         let shards = 128;
         // Start small and let each shard grow on its own: a table pre-sized for a bound of ten
         // million would be touched all over by a few hundred thousand random keys, so resident
         // memory would follow the bound instead of the visitors held. A shard's rehash moves
         // 1/128 of the table, a short pause on one shard only.
-        let capacity = opts.max_visitors.min(1 << 16);
+        let capacity = opts.max_visitors.min(visitors).min(1 << 28);
         MemoryStore {
             opts,
             visitors: DashMap::with_capacity_and_hasher_and_shard_amount(

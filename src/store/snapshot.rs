@@ -324,7 +324,13 @@ pub fn load_bytes(
     if checksum(body) != u64::from_le_bytes(sum_bytes) {
         return Err(corrupt("checksum mismatch"));
     }
-    let store = MemoryStore::new(opts);
+    // The body ends with the visitor count: size the index once instead of growing it while
+    // restoring (a checksum-valid count, and bounded by --max-visitors).
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&body[body.len() - 8..]);
+    let count = usize::try_from(u64::from_le_bytes(count)).unwrap_or(usize::MAX);
+    // A record takes well over 16 bytes, so the file's size bounds what a forged count can ask.
+    let store = MemoryStore::with_capacity(opts, count.min(body.len() / 16).max(1 << 16));
     decode(&store, &body[HEADER_LEN..]).ok_or_else(|| corrupt("malformed record"))?;
     Ok(store)
 }
