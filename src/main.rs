@@ -3,6 +3,11 @@
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: a proxy allocates and frees small buffers and header
+/// maps on every request, from several threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use kappe::app::{self, Shared};
 use kappe::cli::{Cli, Command};
