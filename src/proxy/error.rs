@@ -77,6 +77,10 @@ pub fn rescue(err: &ProxyError) -> Response<ProxyBody> {
         "text/plain; charset=utf-8".parse().expect("static"),
     );
     h.insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+    if matches!(err, ProxyError::BodyTooLarge(_)) {
+        // The rest of the body is not read: the connection cannot carry another request.
+        h.insert(header::CONNECTION, "close".parse().expect("static"));
+    }
     if matches!(err, ProxyError::Connect | ProxyError::MethodNotAllowed) {
         h.insert(
             header::ALLOW,
