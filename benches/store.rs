@@ -33,17 +33,6 @@ fn key(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn request(caps: &[Cap]) -> AdmitRequest<'_> {
-    AdmitRequest {
-        campaign: "rt-shoes",
-        campaign_caps: caps,
-        advertiser: None,
-        advertiser_caps: &[],
-        visitor_caps: &[],
-        max_age_secs: None,
-    }
-}
-
 /// Runs `op(i)` for `iters` iterations split over `threads` threads; the wall time is the cost.
 fn threaded(iters: u64, threads: u64, op: &(dyn Fn(u64) + Sync)) -> Duration {
     let start = Instant::now();
@@ -85,7 +74,11 @@ fn admit_benches(c: &mut Criterion) {
         ..MemoryOptions::default()
     });
     for i in 0..COLD_KEYS {
-        let _ = store.admit(VisitorKey(key(i)), &request(&caps), T0);
+        let _ = store.admit(
+            VisitorKey(key(i)),
+            &AdmitRequest::campaign("rt-shoes", &caps),
+            T0,
+        );
     }
     let governor = RateLimiter::keyed(
         Quota::with_period(Duration::from_secs(86_400 / 3))
@@ -114,7 +107,15 @@ fn admit_benches(c: &mut Criterion) {
             g.bench_function(format!("kappe/{temp}/{threads}t"), |b| {
                 b.iter_custom(|iters| {
                     threaded(iters, threads, &|i| {
-                        black_box(store.admit(VisitorKey(k(i)), &request(&caps), T0 + 10).ok());
+                        black_box(
+                            store
+                                .admit(
+                                    VisitorKey(k(i)),
+                                    &AdmitRequest::campaign("rt-shoes", &caps),
+                                    T0 + 10,
+                                )
+                                .ok(),
+                        );
                     })
                 })
             });

@@ -118,7 +118,7 @@ pub async fn serve<H, Fut>(
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
                 let conn = graceful.watch(conn);
-                spawn_conn(conn, permit, metrics);
+                tokio::spawn(run_conn(conn, permit, metrics));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -150,13 +150,6 @@ pub async fn serve<H, Fut>(
             tracing::warn!(grace = ?opts.shutdown_grace, "shutdown grace ran out; closing connections");
         }
     }
-}
-
-fn spawn_conn<F>(conn: F, permit: tokio::sync::OwnedSemaphorePermit, metrics: Option<Metrics>)
-where
-    F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send + 'static,
-{
-    tokio::spawn(run_conn(conn, permit, metrics));
 }
 
 async fn run_conn<F>(conn: F, permit: tokio::sync::OwnedSemaphorePermit, metrics: Option<Metrics>)

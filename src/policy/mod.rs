@@ -17,8 +17,6 @@ pub use cap::{
 pub use glob::{Glob, glob_match};
 pub use source::{MAX_ID_LEN, Source, SourceError, valid_id};
 
-use std::borrow::Cow;
-
 /// Which responses are capped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CapScope {
@@ -118,11 +116,6 @@ impl Policy {
     /// True when a response of this kind is subject to the policy at all.
     pub fn applies(&self, retargeting: bool) -> bool {
         retargeting || self.scope == CapScope::All
-    }
-
-    /// The caps for a campaign as an owned list, for reports.
-    pub fn caps_owned(&self, campaign: &str) -> Cow<'_, [Cap]> {
-        Cow::Borrowed(self.caps_for(campaign, None))
     }
 
     /// The longest time anything under this policy must be remembered.

@@ -129,7 +129,7 @@ impl Proxy {
             }
             ("/privacy", &Method::GET | &Method::HEAD) => self.page(&req, info, false).await,
             ("/me", &Method::GET | &Method::HEAD) => self.page(&req, info, true).await,
-            ("/me", &Method::DELETE) => self.delete(req, info, false).await,
+            ("/me", &Method::DELETE) => self.delete_with(req.headers(), info, false).await,
             ("/me", &Method::POST) => {
                 let form = is_form(req.headers());
                 let headers = req.headers().clone();
@@ -237,15 +237,7 @@ impl Proxy {
         }
     }
 
-    async fn delete(
-        &self,
-        req: Request<Incoming>,
-        info: &ConnInfo,
-        form: bool,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        self.delete_with(req.headers(), info, form).await
-    }
-
+    /// Erases the visitor's data unless the request is cross-site; `form` picks the answer.
     async fn delete_with(
         &self,
         headers: &HeaderMap,

@@ -161,17 +161,6 @@ impl XorShift {
     }
 }
 
-fn request<'a>(campaign: &'a str, caps: &'a [Cap]) -> AdmitRequest<'a> {
-    AdmitRequest {
-        campaign,
-        campaign_caps: caps,
-        advertiser: None,
-        advertiser_caps: &[],
-        visitor_caps: &[],
-        max_age_secs: None,
-    }
-}
-
 /// Loads the store, drives it, snapshots it, and reports. Uses the wall clock for `now`.
 pub fn run(opts: &BenchOptions) -> BenchReport {
     let threads = opts.threads.max(1);
@@ -192,7 +181,11 @@ pub fn run(opts: &BenchOptions) -> BenchReport {
             s.spawn(move || {
                 for i in (t..opts.visitors).step_by(threads) {
                     for c in campaigns {
-                        let _ = store.admit(visitor(i as u64), &request(c, &opts.caps), t0);
+                        let _ = store.admit(
+                            visitor(i as u64),
+                            &AdmitRequest::campaign(c, &opts.caps),
+                            t0,
+                        );
                     }
                 }
             });
@@ -220,7 +213,7 @@ pub fn run(opts: &BenchOptions) -> BenchReport {
                             let r = rng.next();
                             let v = visitor(r % nv);
                             let c = &campaigns[((r >> 40) % nc) as usize];
-                            let req = request(c, &opts.caps);
+                            let req = AdmitRequest::campaign(c, &opts.caps);
                             let out = if k % 64 == 0 {
                                 let start = Instant::now();
                                 let out = store.admit(v, &req, now);

@@ -1176,17 +1176,6 @@ mod tests {
         })
     }
 
-    fn req<'a>(campaign: &'a str, caps: &'a [Cap]) -> AdmitRequest<'a> {
-        AdmitRequest {
-            campaign,
-            campaign_caps: caps,
-            advertiser: None,
-            advertiser_caps: &[],
-            visitor_caps: &[],
-            max_age_secs: None,
-        }
-    }
-
     const V: VisitorKey = VisitorKey(0xdead_beef_0123_4567);
     const T0: u64 = 1_700_000_000;
 
@@ -1197,11 +1186,14 @@ mod tests {
         let caps = [cap(3, 86_400)];
         for i in 0..3 {
             assert_eq!(
-                s.admit(V, &req("c", &caps), T0 + i * 10).unwrap(),
+                s.admit(V, &AdmitRequest::campaign("c", &caps), T0 + i * 10)
+                    .unwrap(),
                 Admission::Admitted
             );
         }
-        let denied = s.admit(V, &req("c", &caps), T0 + 100).unwrap();
+        let denied = s
+            .admit(V, &AdmitRequest::campaign("c", &caps), T0 + 100)
+            .unwrap();
         assert_eq!(
             denied,
             Admission::Denied(Denial {
@@ -1210,9 +1202,14 @@ mod tests {
                 retry_at: Some(T0 + 86_400)
             })
         );
-        assert!(s.admit(V, &req("c", &caps), T0 + 86_399).unwrap() != Admission::Admitted);
+        assert!(
+            s.admit(V, &AdmitRequest::campaign("c", &caps), T0 + 86_399)
+                .unwrap()
+                != Admission::Admitted
+        );
         assert_eq!(
-            s.admit(V, &req("c", &caps), T0 + 86_400).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("c", &caps), T0 + 86_400)
+                .unwrap(),
             Admission::Admitted
         );
         assert_eq!(s.stats().spilled_visitors, 0, "one campaign stays inline");
@@ -1224,19 +1221,21 @@ mod tests {
         let s = store();
         let caps = [cap(1, 100)];
         assert_eq!(
-            s.admit(V, &req("a", &caps), T0).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("a", &caps), T0).unwrap(),
             Admission::Admitted
         );
         assert_eq!(
-            s.admit(V, &req("b", &caps), T0).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("b", &caps), T0).unwrap(),
             Admission::Admitted
         );
         assert!(matches!(
-            s.admit(V, &req("a", &caps), T0 + 1).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("a", &caps), T0 + 1)
+                .unwrap(),
             Admission::Denied(_)
         ));
         assert!(matches!(
-            s.admit(V, &req("b", &caps), T0 + 1).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("b", &caps), T0 + 1)
+                .unwrap(),
             Admission::Denied(_)
         ));
         assert_eq!(s.stats().spilled_visitors, 1);
@@ -1252,7 +1251,7 @@ mod tests {
         let caps = [cap(10, 1_000)];
         let r = AdmitRequest {
             max_age_secs: Some(50),
-            ..req("c", &caps)
+            ..AdmitRequest::campaign("c", &caps)
         };
         assert_eq!(s.admit(V, &r, T0).unwrap(), Admission::Admitted);
         assert_eq!(s.admit(V, &r, T0 + 49).unwrap(), Admission::Admitted);
@@ -1273,7 +1272,9 @@ mod tests {
         let s = store();
         let caps = [cap(5, 100)];
         s.burn(V, "rt-*", T0 + 60, T0).unwrap();
-        let d = s.admit(V, &req("rt-shoes", &caps), T0 + 1).unwrap();
+        let d = s
+            .admit(V, &AdmitRequest::campaign("rt-shoes", &caps), T0 + 1)
+            .unwrap();
         assert_eq!(
             d,
             Admission::Denied(Denial {
@@ -1283,11 +1284,13 @@ mod tests {
             })
         );
         assert_eq!(
-            s.admit(V, &req("brand", &caps), T0 + 1).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("brand", &caps), T0 + 1)
+                .unwrap(),
             Admission::Admitted
         );
         assert_eq!(
-            s.admit(V, &req("rt-shoes", &caps), T0 + 60).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("rt-shoes", &caps), T0 + 60)
+                .unwrap(),
             Admission::Admitted
         );
         assert!(s.burn(V, "", T0 + 60, T0).is_err());
@@ -1304,7 +1307,7 @@ mod tests {
             advertiser: Some("acme"),
             advertiser_caps: &adv,
             visitor_caps: &vis,
-            ..req(c, &camp)
+            ..AdmitRequest::campaign(c, &camp)
         };
         assert_eq!(s.admit(V, &r("a"), T0).unwrap(), Admission::Admitted);
         assert_eq!(s.admit(V, &r("b"), T0).unwrap(), Admission::Admitted);
@@ -1318,7 +1321,7 @@ mod tests {
         ));
         let other = AdmitRequest {
             visitor_caps: &vis,
-            ..req("x", &camp)
+            ..AdmitRequest::campaign("x", &camp)
         };
         assert_eq!(s.admit(V, &other, T0).unwrap(), Admission::Admitted);
         let d = s.admit(V, &other, T0).unwrap();
@@ -1341,24 +1344,28 @@ mod tests {
         let narrow = [cap(1, 10)];
         for i in 0..3 {
             assert_eq!(
-                s.admit(V, &req("c", &wide), T0 + i).unwrap(),
+                s.admit(V, &AdmitRequest::campaign("c", &wide), T0 + i)
+                    .unwrap(),
                 Admission::Admitted
             );
         }
         assert_eq!(
-            s.admit(V, &req("c", &narrow), T0 + 20).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("c", &narrow), T0 + 20)
+                .unwrap(),
             Admission::Admitted
         );
         assert_eq!(s.report(V, T0 + 20).campaigns[0].impressions, vec![T0 + 20]);
         // Back to the wide cap: three more fit, since only one impression is remembered.
         for i in 0..3 {
             assert_eq!(
-                s.admit(V, &req("c", &wide), T0 + 21 + i).unwrap(),
+                s.admit(V, &AdmitRequest::campaign("c", &wide), T0 + 21 + i)
+                    .unwrap(),
                 Admission::Admitted
             );
         }
         assert!(matches!(
-            s.admit(V, &req("c", &wide), T0 + 30).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("c", &wide), T0 + 30)
+                .unwrap(),
             Admission::Denied(_)
         ));
     }
@@ -1368,7 +1375,7 @@ mod tests {
     fn erase_forgets_visitor() {
         let s = store();
         let caps = [cap(1, 100)];
-        s.admit(V, &req("c", &caps), T0).unwrap();
+        s.admit(V, &AdmitRequest::campaign("c", &caps), T0).unwrap();
         s.burn(V, "x*", T0 + 50, T0).unwrap();
         assert!(!s.report(V, T0).is_empty());
         assert!(s.erase(V));
@@ -1377,7 +1384,7 @@ mod tests {
         assert_eq!(s.len(), 0);
         assert_eq!(s.stats().spilled_visitors, 0);
         assert_eq!(
-            s.admit(V, &req("c", &caps), T0).unwrap(),
+            s.admit(V, &AdmitRequest::campaign("c", &caps), T0).unwrap(),
             Admission::Admitted
         );
     }
@@ -1394,11 +1401,14 @@ mod tests {
         let short = [cap(2, 100)];
         for i in 0..100u64 {
             let caps: &[Cap] = if i % 2 == 0 { &day } else { &short };
-            s.admit(VisitorKey(i), &req("c", caps), T0).unwrap();
+            s.admit(VisitorKey(i), &AdmitRequest::campaign("c", caps), T0)
+                .unwrap();
         }
         s.burn(VisitorKey(1000), "*", T0 + 300, T0).unwrap();
-        s.admit(VisitorKey(1001), &req("a", &short), T0).unwrap();
-        s.admit(VisitorKey(1001), &req("b", &day), T0).unwrap();
+        s.admit(VisitorKey(1001), &AdmitRequest::campaign("a", &short), T0)
+            .unwrap();
+        s.admit(VisitorKey(1001), &AdmitRequest::campaign("b", &day), T0)
+            .unwrap();
         assert_eq!(s.sweep(T0 + 99), 0);
         assert_eq!(s.sweep(T0 + 100), 50, "short-window visitors go");
         assert_eq!(s.report(VisitorKey(1001), T0 + 100).campaigns.len(), 1);
@@ -1421,7 +1431,7 @@ mod tests {
         for i in 0..20_000u64 {
             s.admit(
                 VisitorKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
-                &req("c", &caps),
+                &AdmitRequest::campaign("c", &caps),
                 T0 + i,
             )
             .unwrap();
@@ -1444,10 +1454,10 @@ mod tests {
             ..MemoryOptions::default()
         });
         let caps = [cap(1, 10)];
-        s.admit(V, &req("a", &caps), T0).unwrap();
-        s.admit(V, &req("b", &caps), T0).unwrap();
+        s.admit(V, &AdmitRequest::campaign("a", &caps), T0).unwrap();
+        s.admit(V, &AdmitRequest::campaign("b", &caps), T0).unwrap();
         assert!(matches!(
-            s.admit(V, &req("c", &caps), T0),
+            s.admit(V, &AdmitRequest::campaign("c", &caps), T0),
             Err(StoreError::CampaignTableFull(2))
         ));
         assert_eq!(s.stats().campaigns_interned, 2);
@@ -1466,7 +1476,7 @@ mod tests {
                     sc.spawn(|| {
                         let r = AdmitRequest {
                             visitor_caps: if spilled { &vis } else { &[] },
-                            ..req("c", &caps)
+                            ..AdmitRequest::campaign("c", &caps)
                         };
                         for _ in 0..2_000 {
                             if s.admit(V, &r, T0).unwrap() == Admission::Admitted {

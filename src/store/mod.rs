@@ -49,6 +49,21 @@ pub struct AdmitRequest<'a> {
     pub max_age_secs: Option<u32>,
 }
 
+impl<'a> AdmitRequest<'a> {
+    /// An impression of `campaign` under its own caps only: no advertiser, no visitor-wide caps,
+    /// no maximum age. Add the other rules with struct update syntax.
+    pub fn campaign(campaign: &'a str, campaign_caps: &'a [Cap]) -> Self {
+        AdmitRequest {
+            campaign,
+            campaign_caps,
+            advertiser: None,
+            advertiser_caps: &[],
+            visitor_caps: &[],
+            max_age_secs: None,
+        }
+    }
+}
+
 /// Which rule denied an impression. Drives the drop answer and the metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DenyReason {
@@ -234,14 +249,6 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::Redis(r) => r.ping().await,
-        }
-    }
-
-    /// A short name for logs and the status page.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Store::Memory(_) => "memory",
-            Store::Redis(_) => "redis",
         }
     }
 }

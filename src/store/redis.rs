@@ -848,17 +848,6 @@ mod tests {
         }
     }
 
-    fn req<'a>(caps: &'a [Cap]) -> AdmitRequest<'a> {
-        AdmitRequest {
-            campaign: "rt-shoes",
-            campaign_caps: caps,
-            advertiser: None,
-            advertiser_caps: &[],
-            visitor_caps: &[],
-            max_age_secs: None,
-        }
-    }
-
     fn denial() -> Denial {
         Denial {
             reason: DenyReason::Cap,
@@ -881,11 +870,11 @@ mod tests {
             limit: 2,
             window_secs: 60,
         }];
-        let r = req(&caps);
+        let r = AdmitRequest::campaign("rt-shoes", &caps);
         let far = Instant::now() + Duration::from_secs(60);
         cache.insert(v, fingerprint(&r), &r, denial(), far, cache.generation());
         assert_eq!(cache.get(v, fingerprint(&r), &r), Some(denial()));
-        let r2 = req(&other);
+        let r2 = AdmitRequest::campaign("rt-shoes", &other);
         assert_eq!(cache.get(v, fingerprint(&r2), &r2), None);
         // Right fingerprint, wrong request: the full comparison refuses it.
         assert_eq!(cache.get(v, fingerprint(&r), &r2), None);
@@ -916,7 +905,7 @@ mod tests {
             limit: 1,
             window_secs: 60,
         }];
-        let r = req(&caps);
+        let r = AdmitRequest::campaign("rt-shoes", &caps);
         let far = Instant::now() + Duration::from_secs(60);
         for i in 0..10 {
             cache.insert(

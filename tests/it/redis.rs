@@ -29,17 +29,6 @@ async fn store(url: &StoreUrl) -> RedisStore {
     RedisStore::connect(url, opts()).await.expect("connect")
 }
 
-fn campaign<'a>(name: &'a str, caps: &'a [Cap]) -> AdmitRequest<'a> {
-    AdmitRequest {
-        campaign: name,
-        campaign_caps: caps,
-        advertiser: None,
-        advertiser_caps: &[],
-        visitor_caps: &[],
-        max_age_secs: None,
-    }
-}
-
 fn key(v: VisitorKey) -> String {
     format!("kappe:v:{}", v.to_hex())
 }
@@ -67,7 +56,7 @@ async fn two_instances_admit_exactly_the_cap() {
     let server = RedisServer::start();
     let (a, b) = (store(&server.url()).await, store(&server.url()).await);
     let caps = [cap(3, 3600)];
-    let req = campaign("rt-shoes", &caps);
+    let req = AdmitRequest::campaign("rt-shoes", &caps);
 
     let v = VisitorKey(1);
     let mut alternating = Vec::new();
@@ -82,7 +71,7 @@ async fn two_instances_admit_exactly_the_cap() {
     )));
 
     let caps = [cap(5, 3600)];
-    let req = campaign("rt-shoes", &caps);
+    let req = AdmitRequest::campaign("rt-shoes", &caps);
     let v = VisitorKey(2);
     let results = join_all((0..200).map(|i| {
         let s = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -112,7 +101,7 @@ async fn visitor_cap_holds_across_campaigns_in_the_cluster() {
             let s = if i % 2 == 0 { a.clone() } else { b.clone() };
             let req = AdmitRequest {
                 visitor_caps: &visitor_caps,
-                ..campaign(name, &campaign_caps)
+                ..AdmitRequest::campaign(name, &campaign_caps)
             };
             async move { s.admit(v, &req).await }
         }))
@@ -139,7 +128,7 @@ async fn window_slides_on_the_server_clock() {
     let server = RedisServer::start();
     let (a, b) = (store(&server.url()).await, store(&server.url()).await);
     let caps = [cap(2, 60)];
-    let req = campaign("rt-shoes", &caps);
+    let req = AdmitRequest::campaign("rt-shoes", &caps);
     let v = VisitorKey(3);
     assert_eq!(a.admit(v, &req).await.unwrap(), Admission::Admitted);
     let first = a.report(v).await.unwrap().campaigns[0].impressions[0];
@@ -194,7 +183,7 @@ async fn max_age_stops_a_campaign_after_its_first_impression() {
     let caps = [cap(100, 3600)];
     let req = AdmitRequest {
         max_age_secs: Some(600),
-        ..campaign("rt-shoes", &caps)
+        ..AdmitRequest::campaign("rt-shoes", &caps)
     };
     let v = VisitorKey(4);
     assert_eq!(s.admit(v, &req).await.unwrap(), Admission::Admitted);
@@ -227,7 +216,7 @@ async fn report_burn_and_erase_work_against_redis() {
         advertiser: Some("acme"),
         advertiser_caps: &adv_caps,
         visitor_caps: &vis_caps,
-        ..campaign("rt-shoes", &caps)
+        ..AdmitRequest::campaign("rt-shoes", &caps)
     };
     assert!(s.report(v).await.unwrap().is_empty());
     assert_eq!(s.admit(v, &req).await.unwrap(), Admission::Admitted);
@@ -314,7 +303,10 @@ async fn burn_globs_in_lua_mirror_glob_match() {
             n += 1;
             let v = VisitorKey(1000 + n);
             s.burn(v, p, 3600).await.unwrap();
-            let got = s.admit(v, &campaign(id, &caps)).await.unwrap();
+            let got = s
+                .admit(v, &AdmitRequest::campaign(id, &caps))
+                .await
+                .unwrap();
             let burned = denied_reason(got) == Some(DenyReason::Burned);
             assert_eq!(
                 burned,
@@ -336,20 +328,26 @@ async fn keys_expire_within_max_retention() {
     let ttl = |v| cli(server.port, &["TTL", &key(v)]).parse::<i64>().unwrap();
 
     let (week, hour) = ([cap(20, 7 * 86_400)], [cap(3, 3600)]);
-    s.admit(VisitorKey(1), &campaign("a", &hour)).await.unwrap();
+    s.admit(VisitorKey(1), &AdmitRequest::campaign("a", &hour))
+        .await
+        .unwrap();
     assert!(
         (3590..=3600).contains(&ttl(VisitorKey(1))),
         "{}",
         ttl(VisitorKey(1))
     );
     // A wider window on the same key extends it; a narrower one never shortens it.
-    s.admit(VisitorKey(1), &campaign("b", &week)).await.unwrap();
-    s.admit(VisitorKey(1), &campaign("a", &hour)).await.unwrap();
+    s.admit(VisitorKey(1), &AdmitRequest::campaign("b", &week))
+        .await
+        .unwrap();
+    s.admit(VisitorKey(1), &AdmitRequest::campaign("a", &hour))
+        .await
+        .unwrap();
     assert!(ttl(VisitorKey(1)) > 7 * 86_400 - 10);
     // Max age needs first-seen kept longer than any window.
     let aged = AdmitRequest {
         max_age_secs: Some(14 * 86_400),
-        ..campaign("a", &hour)
+        ..AdmitRequest::campaign("a", &hour)
     };
     s.admit(VisitorKey(2), &aged).await.unwrap();
     assert!(ttl(VisitorKey(2)) > 14 * 86_400 - 10);
@@ -367,7 +365,7 @@ async fn keys_expire_within_max_retention() {
     .await
     .unwrap();
     short
-        .admit(VisitorKey(4), &campaign("a", &week))
+        .admit(VisitorKey(4), &AdmitRequest::campaign("a", &week))
         .await
         .unwrap();
     assert!((0..=1).contains(&ttl(VisitorKey(4))));
@@ -385,9 +383,15 @@ async fn flushed_scripts_are_reloaded() {
     let s = store(&server.url()).await;
     let caps = [cap(1, 3600)];
     let v = VisitorKey(6);
-    s.admit(v, &campaign("a", &caps)).await.unwrap();
+    s.admit(v, &AdmitRequest::campaign("a", &caps))
+        .await
+        .unwrap();
     assert_eq!(cli(server.port, &["SCRIPT", "FLUSH"]), "OK");
-    let Admission::Denied(d) = s.admit(v, &campaign("a", &caps)).await.unwrap() else {
+    let Admission::Denied(d) = s
+        .admit(v, &AdmitRequest::campaign("a", &caps))
+        .await
+        .unwrap()
+    else {
         panic!("second admit must be capped");
     };
     assert_eq!(d.reason, DenyReason::Cap);
@@ -426,13 +430,18 @@ async fn killed_redis_fails_fast_and_the_same_store_recovers() {
     let v = VisitorKey(7);
     until_ready(&s).await;
     assert_eq!(
-        s.admit(v, &campaign("a", &caps)).await.unwrap(),
+        s.admit(v, &AdmitRequest::campaign("a", &caps))
+            .await
+            .unwrap(),
         Admission::Admitted
     );
 
     server.kill();
     for _ in 0..3 {
-        let e = s.admit(v, &campaign("a", &caps)).await.unwrap_err();
+        let e = s
+            .admit(v, &AdmitRequest::campaign("a", &caps))
+            .await
+            .unwrap_err();
         assert!(is_outage(&e), "{e:?}");
         assert!(is_outage(&s.ping().await.unwrap_err()));
         assert!(is_outage(&s.report(v).await.unwrap_err()));
@@ -442,7 +451,9 @@ async fn killed_redis_fails_fast_and_the_same_store_recovers() {
     server.restart();
     until_ready(&s).await;
     assert_eq!(
-        s.admit(v, &campaign("a", &caps)).await.unwrap(),
+        s.admit(v, &AdmitRequest::campaign("a", &caps))
+            .await
+            .unwrap(),
         Admission::Admitted
     );
 }
@@ -464,7 +475,9 @@ async fn store_started_before_redis_connects_later() {
     until_ready(&s).await;
     let caps = [cap(1, 60)];
     assert_eq!(
-        s.admit(VisitorKey(8), &campaign("a", &caps)).await.unwrap(),
+        s.admit(VisitorKey(8), &AdmitRequest::campaign("a", &caps))
+            .await
+            .unwrap(),
         Admission::Admitted
     );
 }
@@ -481,7 +494,9 @@ async fn moved_slot_is_followed_in_the_cluster() {
     let caps = [cap(3, 3600)];
     let v = VisitorKey(9);
     assert_eq!(
-        s.admit(v, &campaign("a", &caps)).await.unwrap(),
+        s.admit(v, &AdmitRequest::campaign("a", &caps))
+            .await
+            .unwrap(),
         Admission::Admitted
     );
 
@@ -497,16 +512,24 @@ async fn moved_slot_is_followed_in_the_cluster() {
     assert_eq!(cluster.owner_of(slot), to);
 
     assert_eq!(
-        s.admit(v, &campaign("a", &caps)).await.unwrap(),
+        s.admit(v, &AdmitRequest::campaign("a", &caps))
+            .await
+            .unwrap(),
         Admission::Admitted
     );
     assert_eq!(s.report(v).await.unwrap().campaigns[0].impressions.len(), 2);
     assert_eq!(
-        s.admit(v, &campaign("a", &caps)).await.unwrap(),
+        s.admit(v, &AdmitRequest::campaign("a", &caps))
+            .await
+            .unwrap(),
         Admission::Admitted
     );
     assert_eq!(
-        denied_reason(s.admit(v, &campaign("a", &caps)).await.unwrap()),
+        denied_reason(
+            s.admit(v, &AdmitRequest::campaign("a", &caps))
+                .await
+                .unwrap()
+        ),
         Some(DenyReason::Cap)
     );
     assert!(s.erase(v).await.unwrap());
@@ -528,12 +551,17 @@ async fn cluster_outage_fails_fast_and_stores_recover() {
     let v = VisitorKey(10);
     until_ready(&a).await;
     assert_eq!(
-        a.admit(v, &campaign("a", &caps)).await.unwrap(),
+        a.admit(v, &AdmitRequest::campaign("a", &caps))
+            .await
+            .unwrap(),
         Admission::Admitted
     );
 
     cluster.kill_all();
-    let e = a.admit(v, &campaign("a", &caps)).await.unwrap_err();
+    let e = a
+        .admit(v, &AdmitRequest::campaign("a", &caps))
+        .await
+        .unwrap_err();
     assert!(is_outage(&e), "{e:?}");
     assert!(is_outage(&a.ping().await.unwrap_err()));
     let b = RedisStore::connect(&cluster.url(), RedisOptions::default())
@@ -546,7 +574,9 @@ async fn cluster_outage_fails_fast_and_stores_recover() {
     until_ready(&b).await;
     for s in [&a, &b] {
         assert_eq!(
-            s.admit(v, &campaign("a", &caps)).await.unwrap(),
+            s.admit(v, &AdmitRequest::campaign("a", &caps))
+                .await
+                .unwrap(),
             Admission::Admitted
         );
     }
