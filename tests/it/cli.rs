@@ -83,3 +83,60 @@ fn check_prints_the_effective_policy() {
     assert_eq!(code, 2);
     assert!(err.contains("--cap"), "{err}");
 }
+
+/// `kappe healthcheck` (the container's health check) exits 0 against a live admin port, 1 when
+/// nothing answers, and 2 for a malformed URL.
+#[tokio::test]
+async fn healthcheck_probes_the_admin_port() {
+    let up = crate::support::Upstream::ok("ok").await;
+    let k = crate::support::Kappe::start(&up.url(), &[]).await;
+    let url = k.admin_url("/healthz");
+    let live = tokio::task::spawn_blocking(move || kappe(&["healthcheck", "--admin-url", &url]))
+        .await
+        .unwrap();
+    assert_eq!(live.0, 0, "{}", live.2);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}/healthz", closed.local_addr().unwrap());
+    drop(closed);
+    let (code, _, err) = kappe(&["healthcheck", "--admin-url", &dead]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unhealthy"), "{err}");
+    let (code, _, err) = kappe(&["healthcheck", "--admin-url", "ftp://x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--admin-url"), "{err}");
+}
+
+/// `kappe bench-store` drives the store and reports throughput, latency, bytes per key and
+/// snapshot times; a bad cap names its flag.
+#[test]
+fn bench_store_reports_its_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = kappe(&[
+        "bench-store",
+        "--visitors",
+        "2000",
+        "--seconds",
+        "0.2",
+        "--bench-cap",
+        "2/1h",
+        "--snapshot-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for field in [
+        "throughput:",
+        "admits/s",
+        "latency:",
+        "bytes per key",
+        "snapshot:",
+        "2/1h",
+    ] {
+        assert!(out.contains(field), "no {field} in\n{out}");
+    }
+    let (code, _, err) = kappe(&["bench-store", "--bench-cap", "2/xyz"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--bench-cap") && err.contains("2/xyz"),
+        "{err}"
+    );
+}
