@@ -4,8 +4,9 @@
 //!
 //! With `KAPPE_BENCH_STORE=1` it instead runs the `bench-store` measurement
 //! ([`kappe::store::bench::run`]) and prints its report; `KAPPE_BENCH_VISITORS`,
-//! `KAPPE_BENCH_CAMPAIGNS`, `KAPPE_BENCH_THREADS`, `KAPPE_BENCH_SECONDS` and `KAPPE_BENCH_CAP`
-//! set its options (until the CLI subcommand exists, this is how to measure the targets).
+//! `KAPPE_BENCH_CAMPAIGNS`, `KAPPE_BENCH_THREADS`, `KAPPE_BENCH_SECONDS`,
+//! `KAPPE_BENCH_PIPELINE` and `KAPPE_BENCH_CAP` set its options, as the flags of
+//! `kappe bench-store` do.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -160,6 +161,7 @@ fn main() {
             threads: env("KAPPE_BENCH_THREADS", d.threads),
             seconds: env("KAPPE_BENCH_SECONDS", d.seconds),
             caps,
+            pipeline: env("KAPPE_BENCH_PIPELINE", d.pipeline),
             snapshot_dir: None,
         };
         print!("{}", run(&opts));

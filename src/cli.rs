@@ -55,6 +55,10 @@ pub enum Command {
         /// The cap policy to drive, N/DURATION (repeatable) [default: 3/1d].
         #[arg(long = "bench-cap")]
         bench_cap: Vec<String>,
+        /// Admits ahead whose index entries are prefetched, like `redis-benchmark -P` (0: each
+        /// admit on its own).
+        #[arg(long, default_value_t = 0)]
+        pipeline: usize,
         /// Where the snapshot is written [default: the system's temporary directory].
         #[arg(long)]
         snapshot_dir: Option<std::path::PathBuf>,

@@ -96,6 +96,7 @@ fn main() -> ExitCode {
             bench_threads,
             seconds,
             bench_cap,
+            pipeline,
             snapshot_dir,
         }) => {
             let mut caps = Vec::new();
@@ -112,6 +113,7 @@ fn main() -> ExitCode {
                 campaigns,
                 threads: bench_threads.max(1),
                 seconds,
+                pipeline,
                 snapshot_dir,
                 ..Default::default()
             };

@@ -25,6 +25,9 @@ pub struct BenchOptions {
     pub threads: usize,
     pub seconds: f64,
     pub caps: Vec<Cap>,
+    /// How many admits ahead the driver prefetches each visitor's index entry, like
+    /// `redis-benchmark -P`: 0 issues each admit cold, one at a time.
+    pub pipeline: usize,
     /// Where to write the snapshot; the system's temporary directory when `None`.
     pub snapshot_dir: Option<PathBuf>,
 }
@@ -40,6 +43,7 @@ impl Default for BenchOptions {
                 limit: 3,
                 window_secs: 86_400,
             }],
+            pipeline: 0,
             snapshot_dir: None,
         }
     }
@@ -85,12 +89,13 @@ impl fmt::Display for BenchReport {
         let caps: Vec<String> = o.caps.iter().map(Cap::to_string).collect();
         writeln!(
             f,
-            "store: {} visitors x {} campaigns = {} keys, cap {}, {} thread(s), {:.1} s",
+            "store: {} visitors x {} campaigns = {} keys, cap {}, {} thread(s), pipeline {}, {:.1} s",
             o.visitors,
             o.campaigns,
             self.keys,
             caps.join(","),
             o.threads,
+            o.pipeline,
             self.run_secs
         )?;
         writeln!(f, "load:        {:.2} s", self.load_secs)?;
@@ -161,6 +166,9 @@ impl XorShift {
     }
 }
 
+/// Admits generated at a time by each driving thread.
+const BATCH: usize = 1024;
+
 /// Loads the store, drives it, snapshots it, and reports. Uses the wall clock for `now`.
 pub fn run(opts: &BenchOptions) -> BenchReport {
     let threads = opts.threads.max(1);
@@ -208,12 +216,24 @@ pub fn run(opts: &BenchOptions) -> BenchReport {
                     let mut now = t0;
                     let nv = opts.visitors.max(1) as u64;
                     let nc = campaigns.len() as u64;
+                    let depth = opts.pipeline.min(BATCH / 2);
+                    let mut batch = Vec::with_capacity(BATCH);
                     while !stop.load(Ordering::Relaxed) {
-                        for k in 0..1024u32 {
+                        batch.clear();
+                        batch.extend((0..BATCH).map(|_| {
                             let r = rng.next();
-                            let v = visitor(r % nv);
-                            let c = &campaigns[((r >> 40) % nc) as usize];
-                            let req = AdmitRequest::campaign(c, &opts.caps);
+                            (visitor(r % nv), ((r >> 40) % nc) as usize)
+                        }));
+                        for (v, _) in &batch[..depth] {
+                            store.prefetch(*v);
+                        }
+                        for (k, &(v, c)) in batch.iter().enumerate() {
+                            if depth > 0
+                                && let Some((ahead, _)) = batch.get(k + depth)
+                            {
+                                store.prefetch(*ahead);
+                            }
+                            let req = AdmitRequest::campaign(&campaigns[c], &opts.caps);
                             let out = if k % 64 == 0 {
                                 let start = Instant::now();
                                 let out = store.admit(v, &req, now);
@@ -225,7 +245,7 @@ pub fn run(opts: &BenchOptions) -> BenchReport {
                             };
                             admitted += u64::from(matches!(out, Ok(Admission::Admitted)));
                         }
-                        ops += 1024;
+                        ops += BATCH as u64;
                         now = t0 + run_start.elapsed().as_secs();
                     }
                     (ops, admitted, samples)
@@ -317,6 +337,7 @@ mod tests {
                 limit: 3,
                 window_secs: 86_400,
             }],
+            pipeline: 4,
             snapshot_dir: Some(dir.path().to_owned()),
         });
         assert_eq!(report.keys, 4_000);
