@@ -13,6 +13,7 @@
 //! - [`store`]: the exact sliding-window impression store and its backends.
 //! - [`privacy`]: privacy-signal decoders and the visitor-facing pages.
 //! - [`clock`]: injected time.
+//! - [`alloc`]: the process allocator and its settings.
 //!
 //! # Request flow
 //! ```text
@@ -26,6 +27,7 @@
 
 #[cfg(feature = "proxy")]
 pub mod admin;
+pub mod alloc;
 #[cfg(feature = "proxy")]
 pub mod app;
 #[cfg(feature = "proxy")]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 /// mimalloc instead of the system allocator: a proxy allocates and frees small buffers and header
 /// maps on every request, from several threads.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: kappe::alloc::Allocator = mimalloc::MiMalloc;
 
 use clap::Parser;
 use kappe::app::{self, Shared};
@@ -75,6 +75,7 @@ fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    kappe::alloc::configure();
     let cli = Cli::parse();
     match cli.command.clone() {
         None => run_proxy(cli.args, None),
