@@ -146,7 +146,9 @@ impl Proxy {
         }
         let host = forward::visitor_host(req.uri(), req.headers(), req.version())?;
         if local::is_local(req.uri().path(), &self.cfg.privacy.privacy_path) {
-            return Ok((self.local(req, info).await?, None));
+            // Boxed: kappe's own pages are rare, and inline their future would enlarge every
+            // request's.
+            return Ok((Box::pin(self.local(req, info)).await?, None));
         }
         let max = self.cfg.max_body_size;
         let declared = req

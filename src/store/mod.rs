@@ -184,6 +184,9 @@ pub enum Store {
     Redis(redis::RedisStore),
 }
 
+/// The Redis futures are boxed: they are large, and inline they would make every caller's
+/// future (up to each request's handler, which hyper and tokio move around) as large as the
+/// biggest of them, on the memory store's path too.
 #[cfg(feature = "proxy")]
 impl Store {
     /// Decides and records one impression atomically.
@@ -198,7 +201,7 @@ impl Store {
     ) -> Result<Admission, StoreError> {
         match self {
             Store::Memory(m) => m.admit(v, req, now),
-            Store::Redis(r) => r.admit(v, req).await,
+            Store::Redis(r) => Box::pin(r.admit(v, req)).await,
         }
     }
 
@@ -209,7 +212,7 @@ impl Store {
     pub async fn report(&self, v: VisitorKey, now: UnixSecs) -> Result<VisitorReport, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.report(v, now)),
-            Store::Redis(r) => r.report(v).await,
+            Store::Redis(r) => Box::pin(r.report(v)).await,
         }
     }
 
@@ -220,7 +223,7 @@ impl Store {
     pub async fn erase(&self, v: VisitorKey) -> Result<bool, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.erase(v)),
-            Store::Redis(r) => r.erase(v).await,
+            Store::Redis(r) => Box::pin(r.erase(v)).await,
         }
     }
 
@@ -237,7 +240,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => m.burn(v, pattern, now + u64::from(duration_secs), now),
-            Store::Redis(r) => r.burn(v, pattern, duration_secs).await,
+            Store::Redis(r) => Box::pin(r.burn(v, pattern, duration_secs)).await,
         }
     }
 
@@ -248,7 +251,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
             Store::Memory(_) => Ok(()),
-            Store::Redis(r) => r.ping().await,
+            Store::Redis(r) => Box::pin(r.ping()).await,
         }
     }
 }
