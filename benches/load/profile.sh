@@ -2,7 +2,7 @@
 # Profiles kappe under the same load as compare.sh: the stand-in ad server on CPU 0, kappe on
 # CPU 1 with one thread and the given flags, wrk for SECONDS, `perf record -g` on kappe meanwhile.
 # Usage: benches/load/profile.sh [SECONDS] [kappe flags...]   (default: 10 --cap 3/1d)
-# Environment: KAPPE_BIN. Writes perf.data and a flat report (perf-top.txt) to OUT (default /tmp).
+# Environment: KAPPE_BIN, PERF_FREQ (default 2000), PERF_CALLGRAPH (default -g). Writes perf.data and a flat report (perf-top.txt) to OUT (default /tmp).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -24,7 +24,7 @@ sleep 1
 taskset -c 0 wrk -t1 -c32 -d"$((secs + 2))s" -s "$here/visitors.lua" http://127.0.0.1:18089/ad >"$tmp/wrk" &
 started+=($!)
 sleep 1
-perf record -F 2000 -g -o "$out/perf.data" -p "$kappe" -- sleep "$secs" 2>/dev/null
+perf record -F ${PERF_FREQ:-2000} ${PERF_CALLGRAPH:--g} -o "$out/perf.data" -p "$kappe" -- sleep "$secs" 2>/dev/null
 wait "${started[-1]}" || true
 grep -E "Requests/sec" "$tmp/wrk"
 perf report -i "$out/perf.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null \
