@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
@@ -52,6 +52,8 @@ pub enum AppError {
     Store(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 impl Shared {
@@ -305,6 +307,59 @@ pub async fn bind(cfg: &Config) -> Result<(TcpListener, TcpListener), AppError> 
     Ok((visitors, admin))
 }
 
+/// What a worker thread needs besides its listener and its proxy.
+struct Worker {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    opts: ServerOptions,
+    metrics: Metrics,
+    limit: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Starts worker thread `i`: a single-threaded runtime serving visitors on `listener` until the
+/// stop signal, then draining. The receiver completes when the thread has finished.
+fn spawn_worker(
+    i: usize,
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    w: Worker,
+) -> Result<oneshot::Receiver<()>, AppError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Workers)?;
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("kappe-worker-{i}"))
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(worker = i, error = %e, "worker cannot listen");
+                        return;
+                    }
+                };
+                let mut stop = w.stop;
+                server::serve_limited(
+                    listener,
+                    w.tls,
+                    w.opts,
+                    Some(w.metrics),
+                    move |req, info| proxy.clone().handle(req, info),
+                    w.limit,
+                    async move {
+                        let _ = stop.wait_for(|v| *v).await;
+                    },
+                )
+                .await;
+            });
+            let _ = done_tx.send(());
+        })
+        .map_err(AppError::Workers)?;
+    Ok(done_rx)
+}
+
 /// Serves both ports until `shutdown` completes, then drains in-flight requests (up to the
 /// shutdown grace) and writes the state.
 ///
@@ -312,7 +367,7 @@ pub async fn bind(cfg: &Config) -> Result<(TcpListener, TcpListener), AppError> 
 /// When TLS cannot be set up.
 pub async fn run(
     shared: Arc<Shared>,
-    visitors: TcpListener,
+    mut visitors: TcpListener,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
@@ -336,13 +391,39 @@ pub async fn run(
         let _ = rx.wait_for(|v| *v).await;
     };
 
+    // One accept loop per worker thread, each on its own single-threaded runtime with its own
+    // upstream pool, on clones of one listener: a request is served start to end on one thread,
+    // with no work stealing and no cross-thread wake-ups. This runtime is worker 0; it also runs
+    // the admin port, the background work and the Redis connections.
+    let limit = Arc::new(Semaphore::new(opts.max_connections));
+    let mut workers = Vec::new();
+    if cfg.threads > 1 {
+        let std_listener = visitors.into_std().map_err(AppError::Workers)?;
+        for i in 1..cfg.threads {
+            let listener = std_listener.try_clone().map_err(AppError::Workers)?;
+            workers.push(spawn_worker(
+                i,
+                listener,
+                Arc::new(shared.proxy.with_own_client()),
+                Worker {
+                    tls: tls.clone(),
+                    opts: opts.clone(),
+                    metrics: shared.metrics.clone(),
+                    limit: limit.clone(),
+                    stop: stop_rx.clone(),
+                },
+            )?);
+        }
+        visitors = TcpListener::from_std(std_listener).map_err(AppError::Workers)?;
+    }
     let proxy = shared.proxy.clone();
-    let visitor_server = server::serve(
+    let visitor_server = server::serve_limited(
         visitors,
         tls,
         opts,
         Some(shared.metrics.clone()),
         move |req, info| proxy.clone().handle(req, info),
+        limit,
         stopped(stop_rx.clone()),
     );
     let admin_shared = shared.clone();
@@ -361,6 +442,9 @@ pub async fn run(
     tracing::info!("shutting down: no new connections; draining in-flight requests");
     let _ = stop_tx.send(true);
     let _ = visitor_task.await;
+    for done in workers {
+        let _ = done.await;
+    }
     let _ = admin_task.await;
     let _ = background.await;
     let me = shared.clone();

@@ -25,17 +25,12 @@ fn init_tracing(filter: &str, format: LogFormat) {
     };
 }
 
-fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    }
+/// A single-threaded runtime. The proxy runs one per worker thread (`--threads`): this one is
+/// worker 0, and [`app::run`] starts the others.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// The process signals kappe acts on.
@@ -134,7 +129,7 @@ fn run_proxy(args: kappe::cli::Args, banner: Option<String>) -> ExitCode {
         Err(e) => return fail(e, 2),
     };
     init_tracing(&cfg.log_filter, cfg.log_format);
-    let rt = match runtime(cfg.threads) {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the runtime: {e}"), 1),
     };
@@ -193,7 +188,7 @@ fn run_demo(args: kappe::cli::Args, upstream_listen: &str) -> ExitCode {
     let _ = std_listener.set_nonblocking(true);
     // The sample ad server runs on its own thread with its own small runtime.
     std::thread::spawn(move || {
-        let rt = runtime(1).expect("a current-thread runtime starts");
+        let rt = runtime().expect("a current-thread runtime starts");
         rt.block_on(async move {
             let listener =
                 tokio::net::TcpListener::from_std(std_listener).expect("listener from std");
@@ -245,7 +240,7 @@ async fn serve_demo_upstream(listener: tokio::net::TcpListener) {
 
 fn run_demo_upstream(listen: &str) -> ExitCode {
     init_tracing("info", LogFormat::Text);
-    let rt = match runtime(1) {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(e, 1),
     };

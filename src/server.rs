@@ -56,6 +56,25 @@ pub async fn serve<H, Fut>(
     H: Fn(Request<Incoming>, ConnInfo) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
+    let limit = Arc::new(Semaphore::new(opts.max_connections));
+    serve_limited(listener, tls, opts, metrics, handler, limit, shutdown).await;
+}
+
+/// As [`serve`], counting connections against `limit`, which several accept loops on clones of
+/// one listener (one per worker thread) share, so that `--max-connections` holds for the
+/// process. `opts.max_connections` is not used.
+pub async fn serve_limited<H, Fut>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    opts: ServerOptions,
+    metrics: Option<Metrics>,
+    handler: H,
+    limit: Arc<Semaphore>,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, ConnInfo) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -70,7 +89,6 @@ pub async fn serve<H, Fut>(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
-    let limit = Arc::new(Semaphore::new(opts.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 

@@ -90,6 +90,22 @@ static X_KAPPE_CAPPED: HeaderName = HeaderName::from_static("x-kappe-capped");
 static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
 
 impl Proxy {
+    /// The same proxy with a connection pool of its own, for another worker thread: pooled
+    /// upstream connections are driven by the runtime that opened them, so sharing a pool
+    /// across threads would hand every request to another thread and back.
+    #[must_use]
+    pub fn with_own_client(&self) -> Proxy {
+        Proxy {
+            cfg: self.cfg.clone(),
+            client: upstream_client(&self.cfg),
+            metrics: self.metrics.clone(),
+            policy: self.policy.clone(),
+            store: self.store.clone(),
+            pseudo: self.pseudo.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
     /// Answers one visitor request. Never fails: errors are rescued into responses.
     pub async fn handle(
         self: Arc<Self>,
