@@ -27,16 +27,28 @@ fn kappe_cookie(h: &http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Each smuggling shape that hyper's parser can see is refused with 400 and none reaches the
-/// upstream; a normal request on a fresh connection is served afterwards.
+/// Each smuggling shape is refused with 400 and none reaches the upstream; a normal request on
+/// a fresh connection is served afterwards.
 #[tokio::test]
 async fn smuggling_attempts_are_rejected_and_never_forwarded() {
     let up = Upstream::ok("ok").await;
     let k = Kappe::start(&up.url(), &[]).await;
-    let cases: [(&str, &[u8]); 6] = [
+    let cases: [(&str, &[u8]); 10] = [
         (
             "duplicate content-length",
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        ),
+        (
+            "equal duplicate content-length",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello",
+        ),
+        (
+            "content-length then transfer-encoding",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "transfer-encoding then content-length",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
         ),
         (
             "content-length list",
@@ -58,6 +70,10 @@ async fn smuggling_attempts_are_rejected_and_never_forwarded() {
             "transfer-encoding in HTTP/1.0",
             b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         ),
+        (
+            "bare line feeds, content-length with transfer-encoding",
+            b"POST / HTTP/1.1\nHost: x\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\n\n",
+        ),
     ];
     for (what, bytes) in cases {
         let answer = raw(k.addr, bytes).await;
@@ -70,20 +86,15 @@ async fn smuggling_attempts_are_rejected_and_never_forwarded() {
     assert_eq!(get(&k.url("/")).await.0, StatusCode::OK);
 }
 
-/// Content-Length together with Transfer-Encoding, in either order: hyper's parser drops the
-/// Content-Length before kappe sees the request (RFC 9112 section 6.3: chunked wins), so kappe
-/// cannot answer 400 itself. What matters holds: the body is read as chunked, the request that
-/// the other reading would smuggle never reaches the upstream, the upstream gets one request
-/// framed by kappe, and the visitor's connection is closed after the answer.
+/// Content-Length together with Transfer-Encoding, in either order, is answered 400 by kappe
+/// and nothing reaches the upstream: neither the front request (which hyper alone would read as
+/// chunked) nor the request smuggled in its body. The refusal is counted as a 4xx answer.
 #[tokio::test]
-async fn content_length_with_transfer_encoding_smuggles_nothing() {
-    let up = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
-        let body = req.into_body().collect().await.unwrap().to_bytes();
-        Response::new(full(format!("body={}", body.len())))
-    })
-    .await;
+async fn content_length_with_transfer_encoding_is_refused() {
+    let up = Upstream::ok("ok").await;
     let k = Kappe::start(&up.url(), &[]).await;
     let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let refused_before = k.metric("kappe_http_requests_total{code=\"4xx\"}").await;
     for order in [
         format!(
             "Content-Length: {}\r\nTransfer-Encoding: chunked",
@@ -96,17 +107,60 @@ async fn content_length_with_transfer_encoding_smuggles_nothing() {
     ] {
         let head = format!("POST /front HTTP/1.1\r\nHost: x\r\n{order}\r\n\r\n0\r\n\r\n{smuggled}");
         let answer = raw(k.addr, head.as_bytes()).await;
-        assert!(status_line(&answer).starts_with("HTTP/1.1 200"), "{answer}");
-        assert!(answer.ends_with("body=0"), "{answer}");
-        assert!(answer.contains("connection: close"), "{answer}");
+        assert!(status_line(&answer).starts_with("HTTP/1.1 400"), "{answer}");
         assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
     }
+    assert_eq!(up.count(), 0, "a request reached the upstream");
+    assert_eq!(
+        k.metric("kappe_http_requests_total{code=\"4xx\"}").await,
+        refused_before + 2.0
+    );
+}
+
+/// A good request pipelined before a refused one on a keep-alive connection is answered 200,
+/// then the refused one 400; the upstream sees only the first.
+#[tokio::test]
+async fn pipelined_request_before_a_refused_one_is_served() {
+    let up = Upstream::ok("ok").await;
+    let k = Kappe::start(&up.url(), &[]).await;
+    let stream = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n\
+POST /second HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n\
+0\r\n\r\nGET /third HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = raw(k.addr, stream).await;
+    // Bodies are not line-terminated, so the status lines are found anywhere in the answer.
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(at, _)| &answer[at + 9..at + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "400"], "{answer}");
     let seen = up.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2);
-    for s in &seen {
-        assert_eq!(s.uri.path(), "/front");
-        assert!(!s.headers.contains_key("content-length") || s.headers["content-length"] == "0");
-    }
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri.path(), "/first");
+}
+
+/// A chunked request with extensions and trailers whose data looks like request heads is
+/// forwarded whole, and the request pipelined after it on the same connection is served too.
+#[tokio::test]
+async fn chunked_requests_keep_their_framing() {
+    let up = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::new(full(format!("body={}", String::from_utf8_lossy(&body))))
+    })
+    .await;
+    let k = Kappe::start(&up.url(), &[]).await;
+    let data = "GET /smuggled HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
+    let stream = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+5;name=value\r\nhello\r\n{:X}\r\n{data}\r\n0\r\nX-Trailer: 1\r\n\r\n\
+GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        data.len()
+    );
+    let answer = raw(k.addr, stream.as_bytes()).await;
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 2, "{answer}");
+    assert!(answer.contains(&format!("body=hello{data}")), "{answer}");
+    let seen = up.seen.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|s| s.uri.path()).collect();
+    assert_eq!(paths, ["/upload", "/next"]);
 }
 
 /// A cookie bomb (thousands of cookies, many `kappe_id` among them) just under the head limit is
@@ -432,6 +486,43 @@ async fn tls_termination_with_h2_by_alpn() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// Under TLS, HTTP/1.1 requests are checked for ambiguous framing like plain ones: a head with
+/// Content-Length and Transfer-Encoding is answered 400 and not forwarded.
+#[tokio::test]
+async fn smuggling_is_refused_under_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, der) = certificate(dir.path());
+    let up = Upstream::ok("ok").await;
+    let k = Kappe::start(
+        &up.url(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let h1 = tls_connector(der, &[b"http/1.1"]);
+    let mut stream = tls_stream(&k, &h1).await;
+    stream
+        .write_all(
+            b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n\
+POST /second HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\
+Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out)).await;
+    let answer = String::from_utf8_lossy(&out);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 400"), "{answer}");
+    assert_eq!(up.count(), 1);
+    assert_eq!(up.last().uri.path(), "/first");
 }
 
 /// A certificate or key file that is missing or holds no PEM stops start-up with an error

@@ -2,6 +2,13 @@
 //! one listener, the connection limit, the header read timeout and the maximum header size, and
 //! graceful shutdown. A server takes a bound listener and a shutdown future, never an address, so
 //! tests bind port 0.
+//!
+//! Every connection's stream is read through a guard (`guard.rs`) that follows the HTTP/1
+//! framing (`framing.rs`) and keeps request heads that could be framed two ways (request
+//! smuggling) from hyper, which then answers them with 400.
+
+mod framing;
+mod guard;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use self::guard::Guarded;
 use crate::metrics::Metrics;
 use crate::proxy::body::ProxyBody;
 
@@ -89,6 +97,9 @@ pub async fn serve_limited<H, Fut>(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
+    // Shared once here, so that each connection takes a reference count, not a copy of every
+    // metric handle.
+    let metrics = metrics.map(Arc::new);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
 
@@ -132,8 +143,9 @@ pub async fn serve_limited<H, Fut>(
         });
         match &tls {
             None => {
+                let io = Guarded::new(stream, metrics.clone());
                 let conn = builder
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(TokioIo::new(io), service)
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(run_conn(conn, permit, metrics));
@@ -152,8 +164,15 @@ pub async fn serve_limited<H, Fut>(
                         }
                         Err(_) => return,
                     };
+                    // hyper-util picks HTTP/2 by the preface, not by ALPN; a connection that
+                    // negotiated h2 has no HTTP/1 framing to check.
+                    let io = if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        Guarded::pass_through(stream)
+                    } else {
+                        Guarded::new(stream, metrics.clone())
+                    };
                     let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(io), service)
                         .into_owned();
                     let conn = watcher.watch(conn);
                     run_conn(conn, permit, metrics).await;
@@ -170,8 +189,11 @@ pub async fn serve_limited<H, Fut>(
     }
 }
 
-async fn run_conn<F>(conn: F, permit: tokio::sync::OwnedSemaphorePermit, metrics: Option<Metrics>)
-where
+async fn run_conn<F>(
+    conn: F,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Option<Arc<Metrics>>,
+) where
     F: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 {
     if let Some(m) = &metrics {
