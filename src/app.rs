@@ -1,5 +1,6 @@
 //! Wiring: builds the store, metrics and upstream client from a [`Config`], serves the visitor and
-//! admin listeners until shutdown, drains, and writes the state file. Also owns reload: re-reading
+//! admin listeners until shutdown (visitors on one single-threaded runtime per worker thread),
+//! drains, and writes the state file. Also owns reload: re-reading
 //! the config file and swapping the policy without dropping a connection.
 
 use std::future::Future;

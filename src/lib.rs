@@ -4,8 +4,10 @@
 //! # Modules
 //! - [`cli`]: raw command-line arguments (clap), each with a `KAPPE_*` environment twin.
 //! - [`config`]: the validated configuration built from arguments and the config file.
-//! - [`app`]: wiring: listeners, store, metrics, HTTP client; run until shutdown, then drain.
-//! - [`server`]: accept loops, connection limits, timeouts, graceful shutdown.
+//! - [`app`]: wiring: listeners, worker threads, store, metrics, HTTP client; run until
+//!   shutdown, then drain.
+//! - [`server`]: accept loops, connection limits, timeouts, graceful shutdown, and the HTTP/1
+//!   framing guard that refuses ambiguous request heads before hyper parses them.
 //! - [`admin`]: the operators' port: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: every metric family kappe exports, with bounded labels.
 //! - [`proxy`]: the request pipeline: identity, privacy signals, forwarding, response decision.
@@ -17,7 +19,7 @@
 //!
 //! # Request flow
 //! ```text
-//! visitor -> server (limits, timeouts) -> proxy::handle
+//! visitor -> server (limits, timeouts, framing guard) -> proxy::handle
 //!   -> kappe's own paths (/_kappe/...)      answered locally
 //!   -> privacy signals + visitor identity    decide whether this visitor may be counted
 //!   -> forward to the upstream (hygiene)     stream the request body
