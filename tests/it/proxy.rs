@@ -338,12 +338,13 @@ async fn metrics_are_scraped_from_the_admin_port() {
     assert_eq!(k.metric("kappe_build_info{version=\"0.1.0\"}").await, 1.0);
 }
 
-/// With --max-connections N, connection N+1 is refused with 503 and the others keep working.
+/// With --max-connections N, connection N+1 is refused with 503 and the others keep working. The
+/// limit is the process's: three worker threads accepting on one listener share it.
 #[tokio::test]
 async fn connection_limit_refuses_the_excess_cleanly() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Upstream::ok("ok").await;
-    let k = Kappe::start(&up.url(), &["--max-connections", "2"]).await;
+    let k = Kappe::start(&up.url(), &["--max-connections", "2", "--threads", "3"]).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = tokio::net::TcpStream::connect(k.addr).await.unwrap();
