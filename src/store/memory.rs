@@ -22,7 +22,7 @@
 //! Removal (erase, sweep, eviction) takes the main shard's write lock, which waits for every
 //! reader of that shard, so it never races a slot that is being updated.
 
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -134,6 +134,12 @@ impl Hasher for IdentityHasher {
 }
 
 type Identity = BuildHasherDefault<IdentityHasher>;
+
+/// The full 64-bit hash dashmap files `key` under: the shard comes from its high bits, hashbrown's
+/// bucket from its low bits and its control tag from its top seven.
+fn key_hash(key: Key) -> u64 {
+    Identity::default().hash_one(key)
+}
 /// A visitor's slot under its shard's read guard.
 type SlotRef<'a> = lock_api::MappedRwLockReadGuard<'a, dashmap::RawRwLock, Slot>;
 
@@ -651,8 +657,8 @@ impl MemoryStore {
 
     #[inline]
     fn prefetch_key(&self, key: Key) {
-        let hash = self.visitors.hash_usize(&key);
-        let shard = &self.visitors.shards()[self.visitors.determine_shard(hash)];
+        let hash = key_hash(key);
+        let shard = &self.visitors.shards()[self.visitors.determine_shard(hash as usize)];
         if let Some(table) = shard.try_read() {
             prefetch_entry(table.buckets(), table.data_end().as_ptr(), hash);
         }
@@ -661,11 +667,11 @@ impl MemoryStore {
     /// Looks a visitor up under its shard's read guard, with one lock round trip, prefetching
     /// the control bytes and the likely bucket together before probing.
     fn find(&self, key: Key) -> Option<SlotRef<'_>> {
-        let hash = self.visitors.hash_usize(&key);
-        let table = self.visitors.shards()[self.visitors.determine_shard(hash)].read();
+        let hash = key_hash(key);
+        let table = self.visitors.shards()[self.visitors.determine_shard(hash as usize)].read();
         prefetch_entry(table.buckets(), table.data_end().as_ptr(), hash);
         dashmap::RwLockReadGuard::try_map(table, |t| {
-            t.get(hash as u64, |(k, _)| *k == key).map(|(_, v)| v.get())
+            t.get(hash, |(k, _)| *k == key).map(|(_, v)| v.get())
         })
         .ok()
     }
@@ -1089,8 +1095,8 @@ impl std::fmt::Debug for MemoryStore {
 /// upwards from it, and the probe starts at `hash & (buckets - 1)`. Only addresses are
 /// computed; nothing is dereferenced.
 #[inline]
-fn prefetch_entry<T>(buckets: usize, end: *const T, hash: usize) {
-    let pos = hash & (buckets - 1);
+fn prefetch_entry<T>(buckets: usize, end: *const T, hash: u64) {
+    let pos = (hash as usize) & (buckets - 1);
     prefetch_line(end.cast::<u8>().wrapping_add(pos));
     prefetch_line(end.wrapping_sub(pos + 1).cast::<u8>());
 }
