@@ -61,6 +61,7 @@ pub fn upstream_client(cfg: &Config) -> UpstreamClient {
 }
 
 /// Everything a request needs; shared by all connections.
+#[derive(Clone)]
 pub struct Proxy {
     pub cfg: Arc<Config>,
     pub client: UpstreamClient,
@@ -96,13 +97,8 @@ impl Proxy {
     #[must_use]
     pub fn with_own_client(&self) -> Proxy {
         Proxy {
-            cfg: self.cfg.clone(),
             client: upstream_client(&self.cfg),
-            metrics: self.metrics.clone(),
-            policy: self.policy.clone(),
-            store: self.store.clone(),
-            pseudo: self.pseudo.clone(),
-            clock: self.clock.clone(),
+            ..self.clone()
         }
     }
 

@@ -652,13 +652,9 @@ impl MemoryStore {
     /// probe group and the bucket its hash points at. For a table much larger than the CPU's
     /// caches both are misses; issued together they cost one memory round trip, not two.
     pub fn prefetch(&self, v: VisitorKey) {
-        self.prefetch_key(Key::new(v));
-    }
-
-    #[inline]
-    fn prefetch_key(&self, key: Key) {
-        let hash = key_hash(key);
+        let hash = key_hash(Key::new(v));
         let shard = &self.visitors.shards()[self.visitors.determine_shard(hash as usize)];
+        // A hint only: never wait for a shard being written.
         if let Some(table) = shard.try_read() {
             prefetch_entry(table.buckets(), table.data_end().as_ptr(), hash);
         }
