@@ -107,7 +107,7 @@ async fn healthcheck_probes_the_admin_port() {
 }
 
 /// `kappe bench-store` drives the store and reports throughput, latency, bytes per key and
-/// snapshot times; a bad cap names its flag.
+/// snapshot times, with the prefetch pipeline it was given; a bad cap names its flag.
 #[test]
 fn bench_store_reports_its_figures() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,6 +119,8 @@ fn bench_store_reports_its_figures() {
         "0.2",
         "--bench-cap",
         "2/1h",
+        "--pipeline",
+        "3",
         "--snapshot-dir",
         dir.path().to_str().unwrap(),
     ]);
@@ -130,6 +132,7 @@ fn bench_store_reports_its_figures() {
         "bytes per key",
         "snapshot:",
         "2/1h",
+        "pipeline 3",
     ] {
         assert!(out.contains(field), "no {field} in\n{out}");
     }
