@@ -397,6 +397,25 @@ async fn tls_stream(
     connector.connect(name, tcp).await.unwrap()
 }
 
+/// `GET /page` over HTTP/1.1 on an established TLS stream.
+async fn h1_get_page(
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> http::Response<hyper::body::Incoming> {
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+        .send_request(
+            Request::get("/page")
+                .header("host", "localhost")
+                .body(Full::<Bytes>::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
 /// With --tls-cert and --tls-key kappe terminates TLS: HTTP/2 when the client offers h2 by ALPN,
 /// HTTP/1.1 otherwise; the upstream learns the visitor came over https, and issued ids are
 /// Secure cookies.
@@ -444,20 +463,7 @@ async fn tls_termination_with_h2_by_alpn() {
     assert_eq!(up.last().headers["via"], "2 kappe");
 
     let h1 = tls_connector(der.clone(), &[b"http/1.1"]);
-    let stream = tls_stream(&k, &h1).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = sender
-        .send_request(
-            Request::get("/page")
-                .header("host", "localhost")
-                .body(Full::<Bytes>::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = h1_get_page(tls_stream(&k, &h1).await).await;
     assert_eq!(resp.version(), http::Version::HTTP_11);
     assert_eq!(resp.status(), StatusCode::OK);
 
@@ -471,20 +477,7 @@ async fn tls_termination_with_h2_by_alpn() {
     assert!(!answer.starts_with("HTTP/1.1 200"));
     let stream = tls_stream(&k, &h2).await;
     drop(stream);
-    let stream = tls_stream(&k, &h1).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = sender
-        .send_request(
-            Request::get("/page")
-                .header("host", "localhost")
-                .body(Full::<Bytes>::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = h1_get_page(tls_stream(&k, &h1).await).await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
