@@ -14,7 +14,8 @@ use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
-use crate::proxy::{Proxy, upstream_client};
+use crate::proxy::Proxy;
+use crate::proxy::upstream::Upstream;
 use crate::server::{self, ServerOptions};
 use crate::store::memory::{MemoryOptions, MemoryStore};
 use crate::store::pseudonym::{Pseudonymizer, load_or_create_secret};
@@ -83,7 +84,7 @@ impl Shared {
         let policy = Arc::new(ArcSwap::from_pointee(cfg.policy.clone()));
         let proxy = Arc::new(Proxy {
             cfg: cfg.clone(),
-            client: upstream_client(&cfg),
+            upstream: Upstream::new(&cfg),
             metrics: metrics.clone(),
             policy: policy.clone(),
             store: store.clone(),

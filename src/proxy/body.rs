@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::upstream::ResponseBody;
+
 /// An error from a body stream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -19,9 +21,9 @@ pub enum ProxyBody {
     /// A complete body kappe built or read in full.
     Full(Option<Bytes>),
     /// The upstream's body, streamed.
-    Stream(Incoming),
+    Stream(ResponseBody),
     /// A prefix kappe already read, then the rest of the upstream's body.
-    Prefixed(Option<Bytes>, Incoming),
+    Prefixed(Option<Bytes>, ResponseBody),
 }
 
 impl ProxyBody {

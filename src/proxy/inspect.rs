@@ -2,23 +2,23 @@
 //! (`json:` and `regex:`). At most `--max-inspect-bytes` are held; a larger body is passed on
 //! uncapped with the prefix put back in front of the rest, so nothing is lost.
 
+use super::upstream::ResponseBody;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 /// The result of reading up to the limit.
 pub enum Inspected {
     /// The whole body fit.
     Complete(Bytes),
     /// The body is larger than the limit: what was read, and the rest.
-    TooLarge(Bytes, Incoming),
+    TooLarge(Bytes, ResponseBody),
 }
 
 /// Reads `body` until it ends or more than `max` bytes have arrived.
 ///
 /// # Errors
 /// The upstream's body failed.
-pub async fn read_prefix(mut body: Incoming, max: usize) -> Result<Inspected, hyper::Error> {
+pub async fn read_prefix(mut body: ResponseBody, max: usize) -> Result<Inspected, std::io::Error> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         // Trailers of an inspected body are dropped; ad responses do not use them.

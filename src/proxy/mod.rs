@@ -16,6 +16,7 @@ pub mod forward;
 pub mod identity;
 pub mod inspect;
 pub mod local;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,11 +26,8 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use self::body::{BodyTooLarge, ProxyBody, UpstreamBody};
+use self::body::{ProxyBody, UpstreamBody};
 use self::decide::{Decision, DropReason};
 use self::error::{ProxyError, rescue};
 use self::identity::Identity;
@@ -43,28 +41,11 @@ use crate::server::ConnInfo;
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::{Admission, AdmitRequest, Store, StoreError, window};
 
-/// The pooled HTTP/1.1 client to the upstream.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
-
-/// Builds the keep-alive client pool to the upstream.
-pub fn upstream_client(cfg: &Config) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(cfg.upstream_connect_timeout));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1024)
-        .build(connector)
-}
-
 /// Everything a request needs; shared by all connections.
 #[derive(Clone)]
 pub struct Proxy {
     pub cfg: Arc<Config>,
-    pub client: UpstreamClient,
+    pub upstream: upstream::Upstream,
     pub metrics: Metrics,
     pub policy: Arc<ArcSwap<Policy>>,
     pub store: Store,
@@ -91,13 +72,13 @@ static X_KAPPE_CAPPED: HeaderName = HeaderName::from_static("x-kappe-capped");
 static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
 
 impl Proxy {
-    /// The same proxy with a connection pool of its own, for another worker thread: pooled
-    /// upstream connections are driven by the runtime that opened them, so sharing a pool
-    /// across threads would hand every request to another thread and back.
+    /// The same proxy with a connection pool of its own, for another worker thread: an
+    /// upstream connection is registered with the runtime that opened it, so sharing a pool
+    /// across threads would drive sockets from a runtime that is not polling them.
     #[must_use]
     pub fn with_own_client(&self) -> Proxy {
         Proxy {
-            client: upstream_client(&self.cfg),
+            upstream: upstream::Upstream::new(&self.cfg),
             ..self.clone()
         }
     }
@@ -356,7 +337,7 @@ impl Proxy {
     /// would be served, the decision, and the campaign (for refetch exclusion).
     async fn response_filter(
         &self,
-        resp: Response<Incoming>,
+        resp: Response<upstream::ResponseBody>,
         ctx: &Ctx,
         info: &ConnInfo,
     ) -> Result<(Response<ProxyBody>, Decision, Option<String>), ProxyError> {
@@ -607,10 +588,12 @@ impl Proxy {
     }
 
     /// Sends one request upstream, bounded by the response timeout.
-    async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<upstream::ResponseBody>, ProxyError> {
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.cfg.upstream_timeout, self.client.request(req)).await;
+        let result = tokio::time::timeout(self.cfg.upstream_timeout, self.upstream.send(req)).await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());
@@ -620,7 +603,7 @@ impl Proxy {
                 self.metrics.upstream_up.set(1);
                 Ok(resp)
             }
-            Ok(Err(e)) => Err(classify(&e, self.cfg.max_body_size)),
+            Ok(Err(e)) => Err(e),
         }
     }
 }
@@ -645,28 +628,6 @@ fn drain(body: ProxyBody) {
             }
         }
     });
-}
-
-/// Maps a client error to what went wrong, by walking its sources.
-fn classify(e: &hyper_util::client::legacy::Error, max_body: u64) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<BodyTooLarge>() {
-            return ProxyError::BodyTooLarge(max_body);
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-            && e.is_connect()
-        {
-            return ProxyError::UpstreamConnectTimeout;
-        }
-        source = s.source();
-    }
-    if e.is_connect() {
-        ProxyError::UpstreamConnect
-    } else {
-        ProxyError::UpstreamBroken
-    }
 }
 
 /// One access-log line: never a visitor id, never a query string (it may carry ids or consent

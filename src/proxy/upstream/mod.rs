@@ -1,0 +1,298 @@
+//! The HTTP/1.1 client to the upstream: one per worker thread, with a pool of keep-alive
+//! connections, driven inside the request's own task. There is no connection task, no channel
+//! and no dispatcher between kappe and the socket: a request takes an idle connection (or opens
+//! one), writes its head in one call, reads the answer's head, and gives the connection back as
+//! soon as the body has been read.
+//!
+//! A request that finds its pooled connection closed by the upstream (nothing of an answer read)
+//! is sent once more on a new connection when it has no body and a method that may be repeated
+//! (RFC 9110 section 9.2.2); any other failure is the caller's 502.
+
+mod body;
+pub mod wire;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::uri::Authority;
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use self::body::ResponseBody;
+use self::wire::{BodyFraming, Framing};
+use super::body::{BodyTooLarge, UpstreamBody};
+use super::error::ProxyError;
+use crate::config::Config;
+
+/// How long an idle connection is kept before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most idle connections a worker keeps.
+const MAX_IDLE: usize = 1024;
+/// The read buffer a new connection starts with; a banner's answer fits.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// One worker's client to the upstream.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    authority: Authority,
+    connect_timeout: Duration,
+    max_body: u64,
+    pool: Arc<Pool>,
+}
+
+/// An open connection and the bytes read from it but not used yet.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+}
+
+/// Idle connections, most recently used last. They were pushed in time order and are taken
+/// from the end, so the vector stays sorted by idle time and the expired ones are a prefix.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    idle: Mutex<Vec<(Conn, Instant)>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let (conn, since) = idle.pop()?;
+        if since.elapsed() < IDLE_TIMEOUT {
+            return Some(conn);
+        }
+        // This one and all older are expired.
+        idle.clear();
+        None
+    }
+
+    /// Keeps a connection whose last answer was read completely.
+    fn put(&self, conn: Conn) {
+        if !conn.buf.is_empty() {
+            // The upstream sent more than it framed: never reuse such a connection.
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let expired = idle.partition_point(|(_, t)| now.duration_since(*t) >= IDLE_TIMEOUT);
+        idle.drain(..expired);
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, now));
+        }
+    }
+
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        self.idle.lock().unwrap().len()
+    }
+}
+
+/// How one exchange on a connection failed.
+enum Failure {
+    /// The connection failed before any byte of an answer arrived: on a pooled connection, the
+    /// upstream most likely closed it while it was idle.
+    Unanswered,
+    Fatal(ProxyError),
+}
+
+impl Upstream {
+    /// The client for `cfg`'s upstream, with an empty pool.
+    pub fn new(cfg: &Config) -> Self {
+        Upstream {
+            authority: cfg.upstream_authority.clone(),
+            connect_timeout: cfg.upstream_connect_timeout,
+            max_body: cfg.max_body_size,
+            pool: Arc::default(),
+        }
+    }
+
+    /// Sends a request whose head is ready for the upstream and returns the answer's head, with
+    /// a body that reads the rest.
+    ///
+    /// # Errors
+    /// Connecting failed or timed out, the visitor's body went over the limit, or the upstream
+    /// broke the exchange.
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let (parts, body) = req.into_parts();
+        let framing = match &body {
+            UpstreamBody::Empty if wire::expects_body(&parts.method) => BodyFraming::Length(0),
+            UpstreamBody::Empty => BodyFraming::None,
+            UpstreamBody::Limited { inner, .. } => inner
+                .size_hint()
+                .exact()
+                .map_or(BodyFraming::Chunked, BodyFraming::Length),
+        };
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut head = BytesMut::new();
+        wire::encode_head(&parts.method, target, &parts.headers, framing, &mut head);
+        let head_request = parts.method == Method::HEAD;
+        let repeatable = matches!(body, UpstreamBody::Empty)
+            && matches!(
+                parts.method,
+                Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+            );
+        let mut body = Some(body);
+        loop {
+            let pooled = self.pool.take();
+            let reused = pooled.is_some();
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => self.connect().await?,
+            };
+            let this_body = body.take().unwrap_or(UpstreamBody::Empty);
+            match self
+                .exchange(&mut conn, &head, this_body, framing, head_request)
+                .await
+            {
+                Ok(answer) => return Ok(self.response(conn, answer)),
+                Err(Failure::Unanswered) if reused && repeatable => {
+                    body = Some(UpstreamBody::Empty);
+                }
+                Err(Failure::Unanswered) => return Err(ProxyError::UpstreamBroken),
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, ProxyError> {
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = self.authority.port_u16().unwrap_or(80);
+        let attempt = async {
+            let addrs = tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|_| ProxyError::UpstreamConnect)?;
+            for addr in addrs {
+                if let Ok(io) = TcpStream::connect(addr).await {
+                    return Ok(io);
+                }
+            }
+            Err(ProxyError::UpstreamConnect)
+        };
+        let io = tokio::time::timeout(self.connect_timeout, attempt)
+            .await
+            .map_err(|_| ProxyError::UpstreamConnectTimeout)??;
+        // Heads are written whole; Nagle would only hold them back.
+        let _ = io.set_nodelay(true);
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_BUFFER),
+        })
+    }
+
+    /// Writes the request and reads the answer's head.
+    async fn exchange(
+        &self,
+        conn: &mut Conn,
+        head: &[u8],
+        body: UpstreamBody,
+        framing: BodyFraming,
+        head_request: bool,
+    ) -> Result<wire::Head, Failure> {
+        if conn.io.write_all(head).await.is_err() {
+            return Err(Failure::Unanswered);
+        }
+        if let UpstreamBody::Limited { .. } = body {
+            self.write_body(conn, body, framing)
+                .await
+                .map_err(Failure::Fatal)?;
+        }
+        let mut read_any = false;
+        loop {
+            if read_any
+                && let Some(answer) = wire::parse_head(&mut conn.buf, head_request)
+                    .map_err(|_| Failure::Fatal(ProxyError::UpstreamBroken))?
+            {
+                return Ok(answer);
+            }
+            if conn.buf.capacity() - conn.buf.len() < 1024 {
+                conn.buf.reserve(READ_BUFFER);
+            }
+            match conn.io.read_buf(&mut conn.buf).await {
+                Ok(0) | Err(_) if !read_any => return Err(Failure::Unanswered),
+                Ok(0) | Err(_) => return Err(Failure::Fatal(ProxyError::UpstreamBroken)),
+                Ok(_) => read_any = true,
+            }
+        }
+    }
+
+    /// Streams the visitor's body upstream, as `framing` announced it.
+    async fn write_body(
+        &self,
+        conn: &mut Conn,
+        mut body: UpstreamBody,
+        framing: BodyFraming,
+    ) -> Result<(), ProxyError> {
+        let mut sent = 0u64;
+        let mut chunk = BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                if e.is::<BodyTooLarge>() {
+                    ProxyError::BodyTooLarge(self.max_body)
+                } else {
+                    ProxyError::UpstreamBroken
+                }
+            })?;
+            let Ok(data) = frame.into_data() else {
+                // Trailers of a visitor's body are not forwarded.
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            let write = if framing == BodyFraming::Chunked {
+                chunk.clear();
+                chunk.extend_from_slice(&wire::chunk_header(data.len()));
+                chunk.extend_from_slice(&data);
+                chunk.extend_from_slice(b"\r\n");
+                conn.io.write_all(&chunk).await
+            } else {
+                conn.io.write_all(&data).await
+            };
+            write.map_err(|_| ProxyError::UpstreamBroken)?;
+        }
+        match framing {
+            BodyFraming::Chunked => conn
+                .io
+                .write_all(b"0\r\n\r\n")
+                .await
+                .map_err(|_| ProxyError::UpstreamBroken),
+            BodyFraming::Length(n) if n != sent => Err(ProxyError::UpstreamBroken),
+            _ => Ok(()),
+        }
+    }
+
+    /// The answer as a response whose body reads the rest of it; a body that arrived with the
+    /// head is taken whole, and the connection goes straight back to the pool.
+    fn response(&self, mut conn: Conn, answer: wire::Head) -> Response<ResponseBody> {
+        let body = match answer.framing {
+            Framing::Length(n) if n <= conn.buf.len() as u64 => {
+                let data = conn.buf.split_to(n as usize).freeze();
+                if answer.keep_alive {
+                    self.pool.put(conn);
+                }
+                ResponseBody::full(data)
+            }
+            framing => ResponseBody::stream(conn, framing, answer.keep_alive, self.pool.clone()),
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = answer.status;
+        *resp.version_mut() = answer.version;
+        *resp.headers_mut() = answer.headers;
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! The upstream client against scripted upstreams on loopback sockets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// An upstream that, on every connection, answers each request head it reads with the next of
+/// `answers` (cycling), written in pieces of `piece` bytes, and closes the connection after
+/// `per_conn` answers. Counts connections accepted.
+struct Scripted {
+    upstream: Upstream,
+    accepted: Arc<AtomicUsize>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+async fn scripted(answers: Vec<&'static [u8]>, per_conn: usize, piece: usize) -> Scripted {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (a, h) = (accepted.clone(), heads.clone());
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            let mut buf = Vec::new();
+            for _ in 0..per_conn {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut b = [0u8; 4096];
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    break;
+                };
+                let head: Vec<u8> = buf.drain(..end + 4).collect();
+                h.lock().unwrap().push(String::from_utf8(head).unwrap());
+                let answer = answers[next % answers.len()];
+                next += 1;
+                for p in answer.chunks(piece) {
+                    s.write_all(p).await.unwrap();
+                    s.flush().await.unwrap();
+                    if piece < answer.len() {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            drop(s);
+        }
+    });
+    let upstream = Upstream {
+        authority: addr.to_string().parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        max_body: 1 << 20,
+        pool: Arc::default(),
+    };
+    Scripted {
+        upstream,
+        accepted,
+        heads,
+    }
+}
+
+fn get(method: Method) -> Request<UpstreamBody> {
+    Request::builder()
+        .method(method)
+        .uri("http://ads/ad?x=1")
+        .header("host", "ads")
+        .body(UpstreamBody::Empty)
+        .unwrap()
+}
+
+async fn body_of(resp: Response<ResponseBody>) -> Vec<u8> {
+    resp.into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
+const BANNER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Campaign-Id: c1\r\n\r\nbanner";
+
+/// Requests reuse one pooled connection; the head goes out as kappe wrote it.
+#[tokio::test]
+async fn connections_are_pooled_and_reused() {
+    let s = scripted(vec![BANNER], 100, usize::MAX).await;
+    for _ in 0..3 {
+        let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-campaign-id"], "c1");
+        assert_eq!(body_of(resp).await, b"banner");
+    }
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(s.upstream.pool.idle(), 1);
+    assert_eq!(
+        s.heads.lock().unwrap()[0],
+        "GET /ad?x=1 HTTP/1.1\r\nhost: ads\r\n\r\n"
+    );
+}
+
+/// A pooled connection the upstream closed is replaced, and a repeatable request is sent again.
+#[tokio::test]
+async fn a_closed_pooled_connection_is_replaced_for_a_get() {
+    let s = scripted(vec![BANNER], 1, usize::MAX).await;
+    for _ in 0..3 {
+        let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+        assert_eq!(body_of(resp).await, b"banner");
+    }
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 3);
+}
+
+/// A POST is never sent twice: on a connection closed under it, it fails.
+#[tokio::test]
+async fn a_post_is_not_repeated() {
+    let s = scripted(vec![BANNER], 1, usize::MAX).await;
+    body_of(s.upstream.send(get(Method::GET)).await.unwrap()).await;
+    // Let the upstream's close arrive, so the pooled connection is the closed one.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = s.upstream.send(get(Method::POST)).await.unwrap_err();
+    assert!(matches!(err, ProxyError::UpstreamBroken), "{err:?}");
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(s.heads.lock().unwrap().len(), 1);
+}
+
+/// A chunked answer arriving a few bytes at a time streams whole, and the connection is pooled
+/// again once the last chunk has been read.
+#[tokio::test]
+async fn chunked_answers_stream_and_return_the_connection() {
+    const CHUNKED: &[u8] =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;a=b\r\nwiki\r\n5\r\npedia\r\n0\r\nX: y\r\n\r\n";
+    let s = scripted(vec![CHUNKED], 100, 3).await;
+    for _ in 0..2 {
+        let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+        assert_eq!(body_of(resp).await, b"wikipedia");
+        assert_eq!(s.upstream.pool.idle(), 1);
+    }
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// A long body streams past the first read; one without a length ends at the close and its
+/// connection is not reused; HEAD reads no body.
+#[tokio::test]
+async fn lengths_closes_and_head() {
+    const LONG: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789";
+    let s = scripted(vec![LONG], 100, 7).await;
+    let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+    assert_eq!(body_of(resp).await, b"0123456789");
+    assert_eq!(s.upstream.pool.idle(), 1);
+
+    const UNTIL_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nall of it";
+    let s = scripted(vec![UNTIL_CLOSE], 1, 4).await;
+    let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+    assert_eq!(body_of(resp).await, b"all of it");
+    assert_eq!(s.upstream.pool.idle(), 0);
+
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n";
+    let s = scripted(vec![HEAD], 100, usize::MAX).await;
+    let resp = s.upstream.send(get(Method::HEAD)).await.unwrap();
+    assert_eq!(resp.headers()["content-length"], "6");
+    assert!(body_of(resp).await.is_empty());
+    assert_eq!(s.upstream.pool.idle(), 1);
+}
+
+/// A body dropped before its end closes the connection instead of pooling it.
+#[tokio::test]
+async fn a_body_dropped_early_closes_its_connection() {
+    const LONG: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234";
+    let s = scripted(vec![LONG], 100, usize::MAX).await;
+    let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"01234");
+    drop(body);
+    assert_eq!(s.upstream.pool.idle(), 0);
+}
+
+/// Garbage, a truncated body and a refused connection are errors of the right kind.
+#[tokio::test]
+async fn broken_upstreams_are_errors() {
+    let s = scripted(vec![b"SSH-2.0-OpenSSH\r\n\r\n"], 1, usize::MAX).await;
+    let err = s.upstream.send(get(Method::GET)).await.unwrap_err();
+    assert!(matches!(err, ProxyError::UpstreamBroken), "{err:?}");
+
+    let s = scripted(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n012"],
+        1,
+        usize::MAX,
+    )
+    .await;
+    let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+    assert!(resp.into_body().collect().await.is_err());
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let refused = Upstream {
+        authority: addr.to_string().parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        max_body: 1,
+        pool: Arc::default(),
+    };
+    let err = refused.send(get(Method::GET)).await.unwrap_err();
+    assert!(matches!(err, ProxyError::UpstreamConnect), "{err:?}");
+}

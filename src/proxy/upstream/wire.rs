@@ -1,0 +1,635 @@
+//! HTTP/1.1 on the wire to the upstream, without I/O: the request head kappe writes, the
+//! response head it parses, how the response body is framed (RFC 9112 section 6.3), and the
+//! chunked decoder. Everything here works on buffers, so every rule is unit-tested byte by byte.
+
+use std::fmt::Write as _;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// The most header fields a response head may carry.
+pub const MAX_HEADERS: usize = 128;
+/// The largest response head accepted; a longer one is a broken upstream.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most bytes of chunk extensions and trailers accepted per chunk and per body.
+const MAX_CHUNK_OVERHEAD: usize = 16 * 1024;
+
+/// How the upstream response's body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0 for HEAD, 1xx, 204 and 304 answers).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// Whether the connection may carry another request once the body has been read.
+    pub keep_alive: bool,
+}
+
+/// Why a response cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("response head is not valid HTTP/1")]
+    Malformed,
+    #[error("response head is larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("invalid Content-Length")]
+    BadLength,
+    #[error("the upstream switched protocols")]
+    Upgrade,
+    #[error("invalid chunked body")]
+    BadChunk,
+}
+
+/// How the request body travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body and no length field (GET, HEAD and the like).
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: the visitor's body has no declared length.
+    Chunked,
+}
+
+/// Writes the request head: request line, the headers as they are (framing fields excluded:
+/// kappe writes its own from `body`), and the empty line.
+pub fn encode_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    body: BodyFraming,
+    out: &mut BytesMut,
+) {
+    out.reserve(256 + headers.len() * 32);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match body {
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => {
+            // Writing into a BytesMut cannot fail.
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        BodyFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Whether a method's request carries a length field even when its body is empty: a server
+/// may wait for a body on these otherwise.
+pub fn expects_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// Parses one response head from the front of `buf`, removing it. `Ok(None)`: the head is not
+/// complete yet. Interim (1xx) answers other than 101 are skipped. `head_request`: the request
+/// was HEAD, so no body follows whatever the fields say.
+///
+/// # Errors
+/// A malformed or oversized head, a bad length, or a protocol switch (kappe never asks for one).
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, WireError> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut fields);
+        let len = match resp.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(WireError::TooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(WireError::TooLarge),
+            Err(_) => return Err(WireError::Malformed),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(WireError::TooLarge);
+        }
+        let code = resp.code.ok_or(WireError::Malformed)?;
+        let status = StatusCode::from_u16(code).map_err(|_| WireError::Malformed)?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(WireError::Upgrade);
+        }
+        if status.is_informational() {
+            buf.advance(len);
+            continue;
+        }
+        let version = if resp.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        // The values are slices of the head, shared rather than copied.
+        let n = resp.headers.len();
+        let spans: Vec<(usize, usize, usize, usize)> = {
+            let base = buf.as_ptr() as usize;
+            resp.headers
+                .iter()
+                .map(|h| {
+                    let name = h.name.as_ptr() as usize - base;
+                    let value = h.value.as_ptr() as usize - base;
+                    (name, h.name.len(), value, h.value.len())
+                })
+                .collect()
+        };
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(n);
+        for (name, name_len, value, value_len) in spans {
+            let name = HeaderName::from_bytes(&head[name..name + name_len])
+                .map_err(|_| WireError::Malformed)?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+                .map_err(|_| WireError::Malformed)?;
+            headers.append(name, value);
+        }
+        return head_from(status, version, headers, head_request).map(Some);
+    }
+}
+
+/// Works out the body framing and reuse of a parsed head.
+fn head_from(
+    status: StatusCode,
+    version: Version,
+    mut headers: HeaderMap,
+    head_request: bool,
+) -> Result<Head, WireError> {
+    let close = connection_has(&headers, "close");
+    let mut keep_alive = match version {
+        Version::HTTP_10 => connection_has(&headers, "keep-alive") && !close,
+        _ => !close,
+    };
+    let bodiless = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        Framing::Length(0)
+    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding wins over Content-Length, which is dropped; a message that sent both
+        // may have been framed differently elsewhere, so its connection is not used again.
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            // A value that is not text counts as a coding other than chunked.
+            .map(|v| v.to_str().unwrap_or("?"))
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|t| !t.is_empty());
+        if last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+            Framing::Chunked
+        } else {
+            keep_alive = false;
+            Framing::Close
+        }
+    } else if let Some(n) = content_length(&headers)? {
+        Framing::Length(n)
+    } else {
+        keep_alive = false;
+        Framing::Close
+    };
+    Ok(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    })
+}
+
+/// The one length all `Content-Length` fields agree on (a repeated equal value is allowed,
+/// RFC 9110 section 8.6).
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, WireError> {
+    let mut found: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let s = value.to_str().map_err(|_| WireError::BadLength)?;
+        for part in s.split(',') {
+            let part = part.trim();
+            if part.is_empty() || part.len() > 19 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(WireError::BadLength);
+            }
+            let n: u64 = part.parse().map_err(|_| WireError::BadLength)?;
+            if found.is_some_and(|f| f != n) {
+                return Err(WireError::BadLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// What the chunked decoder found next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// Body bytes.
+    Data(Bytes),
+    /// The buffer holds no complete next step; read more.
+    More,
+    /// The last chunk and the trailers have been read.
+    End,
+}
+
+/// Decodes a chunked body (RFC 9112 section 7.1) from a buffer that may end anywhere. Chunk
+/// extensions and trailers are read and discarded, within a bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    /// Bytes of extensions or trailers seen in the current chunk or trailer section.
+    overhead: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// Reading the hex size; the value so far and whether a digit was seen.
+    Size {
+        value: u64,
+        digits: u8,
+    },
+    /// Skipping whitespace or an extension up to the line end.
+    Extension {
+        size: u64,
+    },
+    /// Expecting LF after the size line's CR.
+    SizeLf {
+        size: u64,
+    },
+    Data {
+        remaining: u64,
+    },
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer field line.
+    Trailer,
+    TrailerLf,
+    /// Expecting LF after the final empty line's CR.
+    EndLf,
+    Done,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size {
+                value: 0,
+                digits: 0,
+            },
+            overhead: 0,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Whether the whole body has been read.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consumes framing bytes from `buf` and returns the next data, if any.
+    ///
+    /// # Errors
+    /// The bytes break the chunked grammar or its bounds.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Chunk, WireError> {
+        use ChunkState as S;
+        loop {
+            if self.state == S::Done {
+                return Ok(Chunk::End);
+            }
+            if let S::Data { remaining } = self.state {
+                if buf.is_empty() {
+                    return Ok(Chunk::More);
+                }
+                let n = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                let left = remaining - n as u64;
+                self.state = if left == 0 {
+                    S::DataCr
+                } else {
+                    S::Data { remaining: left }
+                };
+                return Ok(Chunk::Data(buf.split_to(n).freeze()));
+            }
+            let Some(&b) = buf.first() else {
+                return Ok(Chunk::More);
+            };
+            buf.advance(1);
+            self.state = match self.state {
+                S::Size { value, digits } => match hex(b) {
+                    Some(d) if digits < 16 => S::Size {
+                        value: value << 4 | u64::from(d),
+                        digits: digits + 1,
+                    },
+                    Some(_) => return Err(WireError::BadChunk),
+                    None if digits == 0 => return Err(WireError::BadChunk),
+                    None => match b {
+                        b'\r' => S::SizeLf { size: value },
+                        b';' | b' ' | b'\t' => S::Extension { size: value },
+                        _ => return Err(WireError::BadChunk),
+                    },
+                },
+                S::Extension { size } => match b {
+                    b'\r' => S::SizeLf { size },
+                    b'\n' => return Err(WireError::BadChunk),
+                    _ => {
+                        self.bump()?;
+                        S::Extension { size }
+                    }
+                },
+                S::SizeLf { size } => match b {
+                    b'\n' if size == 0 => {
+                        self.overhead = 0;
+                        S::TrailerStart
+                    }
+                    b'\n' => {
+                        self.overhead = 0;
+                        S::Data { remaining: size }
+                    }
+                    _ => return Err(WireError::BadChunk),
+                },
+                S::DataCr => match b {
+                    b'\r' => S::DataLf,
+                    _ => return Err(WireError::BadChunk),
+                },
+                S::DataLf => match b {
+                    b'\n' => S::Size {
+                        value: 0,
+                        digits: 0,
+                    },
+                    _ => return Err(WireError::BadChunk),
+                },
+                S::TrailerStart => match b {
+                    b'\r' => S::EndLf,
+                    b'\n' => return Err(WireError::BadChunk),
+                    _ => {
+                        self.bump()?;
+                        S::Trailer
+                    }
+                },
+                S::Trailer => match b {
+                    b'\r' => S::TrailerLf,
+                    b'\n' => return Err(WireError::BadChunk),
+                    _ => {
+                        self.bump()?;
+                        S::Trailer
+                    }
+                },
+                S::TrailerLf => match b {
+                    b'\n' => S::TrailerStart,
+                    _ => return Err(WireError::BadChunk),
+                },
+                S::EndLf => match b {
+                    b'\n' => S::Done,
+                    _ => return Err(WireError::BadChunk),
+                },
+                S::Data { .. } | S::Done => unreachable!("handled above"),
+            };
+        }
+    }
+
+    fn bump(&mut self) -> Result<(), WireError> {
+        self.overhead += 1;
+        if self.overhead > MAX_CHUNK_OVERHEAD {
+            Err(WireError::BadChunk)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Writes one chunk's framing around `len` bytes of data: the size line before, CRLF after.
+pub fn chunk_header(len: usize) -> Bytes {
+    Bytes::from(format!("{len:x}\r\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, head_request: bool) -> Result<Option<Head>, WireError> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse_head(&mut buf, head_request)
+    }
+
+    /// The request head carries the headers once each, kappe's framing field, and the target.
+    #[test]
+    fn request_head_is_written_with_kappe_framing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "ads:80".parse().unwrap());
+        h.insert(header::CONTENT_LENGTH, "99".parse().unwrap());
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        let mut out = BytesMut::new();
+        encode_head(
+            &Method::POST,
+            "/ad?x=1",
+            &h,
+            BodyFraming::Length(5),
+            &mut out,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "POST /ad?x=1 HTTP/1.1\r\nhost: ads:80\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 5\r\n\r\n"
+        );
+        let mut out = BytesMut::new();
+        encode_head(&Method::GET, "/", &h, BodyFraming::Chunked, &mut out);
+        assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
+        assert!(!out.windows(14).any(|w| w == b"content-length"));
+    }
+
+    /// A complete head is split off the buffer, leaving the body; a partial one waits.
+    #[test]
+    fn heads_parse_and_leave_the_body() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Campaign-Id: c1\r\n\r\nabcHTTP"[..],
+        );
+        let h = parse_head(&mut buf, false).unwrap().unwrap();
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.framing, Framing::Length(3));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["x-campaign-id"], "c1");
+        assert_eq!(&buf[..], b"abcHTTP");
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Len"[..]);
+        assert!(parse_head(&mut partial, false).unwrap().is_none());
+        assert_eq!(partial.len(), 28);
+    }
+
+    /// Interim answers are skipped; a protocol switch is refused.
+    #[test]
+    fn interim_answers_are_skipped() {
+        let h = head(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.status, StatusCode::NO_CONTENT);
+        assert_eq!(h.framing, Framing::Length(0));
+        assert_eq!(
+            head("HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n", false).unwrap_err(),
+            WireError::Upgrade
+        );
+    }
+
+    /// Framing per RFC 9112 section 6.3, including what is never reused.
+    #[test]
+    fn body_framing_follows_the_rules() {
+        let f = |raw: &str| head(raw, false).map(|h| h.map(|h| (h.framing, h.keep_alive)));
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(Some((Framing::Chunked, true)))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(Some((Framing::Chunked, false)))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            Ok(Some((Framing::Close, false)))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\n\r\n"),
+            Ok(Some((Framing::Close, false)))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n"),
+            Ok(Some((Framing::Length(2), true)))
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"),
+            Err(WireError::BadLength)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n"),
+            Err(WireError::BadLength)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"),
+            Ok(Some((Framing::Length(2), false)))
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n"),
+            Ok(Some((Framing::Length(2), false)))
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"),
+            Ok(Some((Framing::Length(2), true)))
+        );
+        assert_eq!(
+            f("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),
+            Ok(Some((Framing::Length(0), true)))
+        );
+        let h = head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, Framing::Length(0));
+        assert_eq!(h.headers[header::CONTENT_LENGTH], "9");
+        assert_eq!(
+            head("HTTP/1.1 2000 OK\r\n\r\n", false).unwrap_err(),
+            WireError::Malformed
+        );
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}\r\n", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(head(&huge, false).unwrap_err(), WireError::TooLarge);
+    }
+
+    fn decode_all(input: &[u8], split: usize) -> Result<(Vec<u8>, bool), WireError> {
+        let mut d = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(split.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                match d.decode(&mut buf)? {
+                    Chunk::Data(b) => out.extend_from_slice(&b),
+                    Chunk::More => break,
+                    Chunk::End => return Ok((out, buf.is_empty())),
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    /// Chunked bodies decode the same however the bytes arrive, extensions and trailers
+    /// included, and what follows the body stays in the buffer.
+    #[test]
+    fn chunked_bodies_decode_at_every_split() {
+        let body = b"5;ext=\"a b\"\r\nhello\r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+        for split in 1..body.len() {
+            assert_eq!(
+                decode_all(body, split),
+                Ok((b"hello0123456789".to_vec(), true)),
+                "split {split}"
+            );
+        }
+        let mut d = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"0\r\n\r\nnext"[..]);
+        assert_eq!(d.decode(&mut buf), Ok(Chunk::End));
+        assert!(d.is_done());
+        assert_eq!(&buf[..], b"next");
+    }
+
+    /// Broken framing is an error, never a guess.
+    #[test]
+    fn broken_chunks_are_refused() {
+        for bad in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n",
+            b"11111111111111111\r\n",
+            b"0\r\n\n",
+            b"0\r\nX-T: 1\n\r\n",
+        ] {
+            assert!(
+                decode_all(bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long_ext = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(MAX_CHUNK_OVERHEAD + 1));
+        assert_eq!(
+            decode_all(long_ext.as_bytes(), 4096),
+            Err(WireError::BadChunk)
+        );
+    }
+}
