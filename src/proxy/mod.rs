@@ -286,7 +286,7 @@ impl Proxy {
         if e.hint_capped
             && let Identity::Known { key, .. } = identity
         {
-            match self.store.report(*key, now).await {
+            match Box::pin(self.store.report(*key, now)).await {
                 Ok(report) => {
                     let policy = self.policy.load();
                     let capped = window::capped_campaigns(
@@ -355,10 +355,12 @@ impl Proxy {
         let needs_body = (campaign.is_none() && e.campaign_from.iter().any(Source::needs_body))
             || (advertiser.is_none() && e.advertiser_from.iter().any(Source::needs_body));
         let body = if needs_body {
-            let read = tokio::time::timeout(
+            // Boxed: inspecting bodies is rarer than not, and every request's future would
+            // carry this one's size.
+            let read = Box::pin(tokio::time::timeout(
                 self.cfg.upstream_timeout,
                 inspect::read_prefix(body, e.max_inspect_bytes),
-            );
+            ));
             match read.await {
                 Err(_) => return Err(ProxyError::UpstreamTimeout),
                 Ok(Err(_)) => return Err(ProxyError::UpstreamBroken),
@@ -440,7 +442,7 @@ impl Proxy {
             parts.headers.remove(&X_KAPPE_BURN);
         }
         if let (Some(glob), Identity::Known { key, .. }) = (&burn, &ctx.identity)
-            && let Err(err) = self.store.burn(*key, glob, policy.burn_secs, ctx.now).await
+            && let Err(err) = Box::pin(self.store.burn(*key, glob, policy.burn_secs, ctx.now)).await
         {
             self.store_failed(&err);
         }
@@ -475,12 +477,17 @@ impl Proxy {
                             visitor_caps: &policy.visitor_caps,
                             max_age_secs: policy.max_age_secs,
                         };
-                        let decided = tokio::time::timeout(
-                            self.cfg.store.timeout,
-                            self.store.admit(key, &admit, ctx.now),
-                        )
-                        .await;
-                        match decided.unwrap_or(Err(StoreError::Timeout)) {
+                        let decided = match &self.store {
+                            // The memory store answers without waiting: no timer to arm.
+                            Store::Memory(m) => m.admit(key, &admit, ctx.now),
+                            store => tokio::time::timeout(
+                                self.cfg.store.timeout,
+                                store.admit(key, &admit, ctx.now),
+                            )
+                            .await
+                            .unwrap_or(Err(StoreError::Timeout)),
+                        };
+                        match decided {
                             Ok(Admission::Admitted) => {
                                 self.metrics.store_up.set(1);
                                 if let Some(id) = issued {

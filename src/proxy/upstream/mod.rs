@@ -144,7 +144,9 @@ impl Upstream {
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => self.connect().await?,
+                // Boxed, like the body writer below: both are rare, and inline they would
+                // enlarge every request's future, which hyper moves into place.
+                None => Box::pin(self.connect()).await?,
             };
             let this_body = body.take().unwrap_or(UpstreamBody::Empty);
             match self
@@ -203,7 +205,7 @@ impl Upstream {
             return Err(Failure::Unanswered);
         }
         if let UpstreamBody::Limited { .. } = body {
-            self.write_body(conn, body, framing)
+            Box::pin(self.write_body(conn, body, framing))
                 .await
                 .map_err(Failure::Fatal)?;
         }
