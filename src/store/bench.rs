@@ -69,6 +69,9 @@ pub struct BenchReport {
     pub snapshot_load_secs: f64,
     /// Set when the snapshot could not be written or read back.
     pub snapshot_error: Option<String>,
+    /// Nanoseconds per dependent load in a random chase over [`PROBE_BYTES`]: the wait one
+    /// admit into a table larger than the CPU's caches cannot avoid.
+    pub memory_latency_ns: f64,
 }
 
 impl BenchReport {
@@ -121,15 +124,21 @@ impl fmt::Display for BenchReport {
             self.spilled_visitors
         )?;
         match &self.snapshot_error {
-            Some(e) => writeln!(f, "snapshot:    failed: {e}"),
+            Some(e) => writeln!(f, "snapshot:    failed: {e}")?,
             None => writeln!(
                 f,
                 "snapshot:    {} MiB, write {:.2} s, load {:.2} s",
                 self.snapshot_bytes >> 20,
                 self.snapshot_write_secs,
                 self.snapshot_load_secs
-            ),
+            )?,
         }
+        writeln!(
+            f,
+            "machine:     {:.0} ns per dependent load in a {} MiB random chase (the memory latency a cold admit waits for)",
+            self.memory_latency_ns,
+            PROBE_BYTES >> 20,
+        )
     }
 }
 
@@ -164,6 +173,49 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+/// The memory the latency probe chases through: far larger than the CPU's caches, like the
+/// index of a million visitors.
+pub const PROBE_BYTES: usize = 64 << 20;
+
+/// Cache lines per block of the probe's table. The table is built from blocks of the size of a
+/// store shard's index at a million visitors, so it sits in the same kind of memory (and pages).
+const PROBE_BLOCK_LINES: usize = 4096;
+
+/// Nanoseconds per load when each load's address depends on the one before, over `bytes` of
+/// memory in a random cyclic order (one load per 64-byte line): the machine's memory latency
+/// as a hash table much larger than the caches sees it.
+pub fn memory_latency_ns(bytes: usize, steps: usize) -> f64 {
+    const WORDS_PER_LINE: usize = 16;
+    let lines = (bytes / 64).clamp(2, u32::MAX as usize);
+    let next = one_cycle(lines);
+    let mut table: Vec<Vec<u32>> = (0..lines.div_ceil(PROBE_BLOCK_LINES))
+        .map(|_| vec![0u32; PROBE_BLOCK_LINES * WORDS_PER_LINE])
+        .collect();
+    for (i, n) in next.into_iter().enumerate() {
+        table[i / PROBE_BLOCK_LINES][(i % PROBE_BLOCK_LINES) * WORDS_PER_LINE] = n;
+    }
+    let start = Instant::now();
+    let mut p = 0usize;
+    for _ in 0..steps.max(1) {
+        p = table[p / PROBE_BLOCK_LINES][(p % PROBE_BLOCK_LINES) * WORDS_PER_LINE] as usize;
+    }
+    let ns = start.elapsed().as_nanos() as f64 / steps.max(1) as f64;
+    std::hint::black_box(p);
+    ns
+}
+
+/// A random successor for each of `n` indices forming one cycle through all of them
+/// (Sattolo's shuffle), so a chase never settles into a short loop the caches could hold.
+fn one_cycle(n: usize) -> Vec<u32> {
+    let mut next: Vec<u32> = (0..n as u32).collect();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for i in (1..n).rev() {
+        let j = (rng.next() % i as u64) as usize;
+        next.swap(i, j);
+    }
+    next
 }
 
 /// Admits generated at a time by each driving thread.
@@ -288,6 +340,7 @@ pub fn run(opts: &BenchOptions) -> BenchReport {
         snapshot_write_secs: 0.0,
         snapshot_load_secs: 0.0,
         snapshot_error: None,
+        memory_latency_ns: 0.0,
     };
     let dir = opts.snapshot_dir.clone().unwrap_or_else(std::env::temp_dir);
     let path = dir.join(format!("kappe-bench-store-{}.state", std::process::id()));
@@ -316,6 +369,7 @@ pub fn run(opts: &BenchOptions) -> BenchReport {
         Err(e) => report.snapshot_error = Some(e.to_string()),
     }
     let _ = std::fs::remove_file(&path);
+    report.memory_latency_ns = memory_latency_ns(PROBE_BYTES, 2_000_000);
     report
 }
 
@@ -348,5 +402,25 @@ mod tests {
         assert_eq!(report.snapshot_error, None);
         assert!(report.snapshot_bytes > 0);
         assert!(report.to_string().contains("admits/s"));
+        assert!(report.memory_latency_ns > 0.0);
+    }
+
+    /// The probe visits every line of its table once per cycle: a chase as long as the table
+    /// ends where it started, and a shorter one does not.
+    #[test]
+    fn the_latency_probe_is_one_cycle() {
+        let ns = memory_latency_ns(1 << 16, 1 << 10);
+        assert!(ns.is_finite() && ns > 0.0);
+        let lines = (1usize << 16) / 64;
+        let next = one_cycle(lines);
+        let mut p = 0usize;
+        for step in 1..=lines {
+            p = next[p] as usize;
+            assert_eq!(
+                p == 0,
+                step == lines,
+                "back at the start after {step} steps"
+            );
+        }
     }
 }
