@@ -4,8 +4,9 @@
 //! one), writes its head in one call, reads the answer's head, and gives the connection back as
 //! soon as the body has been read.
 //!
-//! A request that finds its pooled connection closed by the upstream (nothing of an answer read)
-//! is sent once more on a new connection when it has no body and a method that may be repeated
+//! An idle connection the upstream closed is noticed when it is taken from the pool and passed
+//! over. A request whose connection is closed under it before any byte of an answer arrived is
+//! sent once more on a new connection when it has no body and a method that may be repeated
 //! (RFC 9110 section 9.2.2); any other failure is the caller's 502.
 
 mod body;
@@ -68,6 +69,21 @@ impl Pool {
         // This one and all older are expired.
         idle.clear();
         None
+    }
+
+    /// The most recently used idle connection the upstream has not closed. A close (or stray
+    /// bytes) that arrived while the connection was idle is seen without a system call when the
+    /// runtime has already noted the socket readable, and costs one read otherwise.
+    fn take_open(&self) -> Option<Conn> {
+        loop {
+            let conn = self.take()?;
+            let mut probe = [0u8; 1];
+            match conn.io.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
+                // End of stream, bytes nobody asked for, or an error: not reusable.
+                _ => {}
+            }
+        }
     }
 
     /// Keeps a connection whose last answer was read completely.
@@ -140,7 +156,7 @@ impl Upstream {
             );
         let mut body = Some(body);
         loop {
-            let pooled = self.pool.take();
+            let pooled = self.pool.take_open();
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(conn) => conn,

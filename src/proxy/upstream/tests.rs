@@ -117,17 +117,38 @@ async fn a_closed_pooled_connection_is_replaced_for_a_get() {
     assert_eq!(s.accepted.load(Ordering::SeqCst), 3);
 }
 
-/// A POST is never sent twice: on a connection closed under it, it fails.
+/// An idle connection the upstream closed is passed over, so even a POST, which is never sent
+/// twice, goes out on a new connection.
 #[tokio::test]
-async fn a_post_is_not_repeated() {
+async fn an_idle_connection_closed_by_the_upstream_is_passed_over() {
     let s = scripted(vec![BANNER], 1, usize::MAX).await;
     body_of(s.upstream.send(get(Method::GET)).await.unwrap()).await;
-    // Let the upstream's close arrive, so the pooled connection is the closed one.
+    assert_eq!(s.upstream.pool.idle(), 1);
+    // Let the upstream's close arrive, so the pooled connection is a closed one.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let resp = s.upstream.send(get(Method::POST)).await.unwrap();
+    assert_eq!(body_of(resp).await, b"banner");
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(s.heads.lock().unwrap().len(), 2);
+}
+
+/// A POST whose connection closes before any answer is a 502, never sent a second time; a GET
+/// in the same place on a pooled connection is sent again.
+#[tokio::test]
+async fn a_post_is_not_repeated() {
+    let s = scripted(vec![BANNER, b""], 2, usize::MAX).await;
+    body_of(s.upstream.send(get(Method::GET)).await.unwrap()).await;
     let err = s.upstream.send(get(Method::POST)).await.unwrap_err();
     assert!(matches!(err, ProxyError::UpstreamBroken), "{err:?}");
     assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
-    assert_eq!(s.heads.lock().unwrap().len(), 1);
+    assert_eq!(s.heads.lock().unwrap().len(), 2);
+
+    let s = scripted(vec![BANNER, b"", BANNER], 2, usize::MAX).await;
+    body_of(s.upstream.send(get(Method::GET)).await.unwrap()).await;
+    let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+    assert_eq!(body_of(resp).await, b"banner");
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(s.heads.lock().unwrap().len(), 3);
 }
 
 /// A chunked answer arriving a few bytes at a time streams whole, and the connection is pooled
