@@ -68,6 +68,16 @@ async fn scripted(answers: Vec<&'static [u8]>, per_conn: usize, piece: usize) ->
     }
 }
 
+impl Scripted {
+    /// Connections accepted and request heads read so far.
+    fn seen(&self) -> (usize, usize) {
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.heads.lock().unwrap().len(),
+        )
+    }
+}
+
 fn get(method: Method) -> Request<UpstreamBody> {
     Request::builder()
         .method(method)
@@ -98,7 +108,7 @@ async fn connections_are_pooled_and_reused() {
         assert_eq!(resp.headers()["x-campaign-id"], "c1");
         assert_eq!(body_of(resp).await, b"banner");
     }
-    assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(s.seen(), (1, 3));
     assert_eq!(s.upstream.pool.idle(), 1);
     assert_eq!(
         s.heads.lock().unwrap()[0],
@@ -114,7 +124,7 @@ async fn a_closed_pooled_connection_is_replaced_for_a_get() {
         let resp = s.upstream.send(get(Method::GET)).await.unwrap();
         assert_eq!(body_of(resp).await, b"banner");
     }
-    assert_eq!(s.accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(s.seen(), (3, 3));
 }
 
 /// An idle connection the upstream closed is passed over, so even a POST, which is never sent
@@ -128,8 +138,7 @@ async fn an_idle_connection_closed_by_the_upstream_is_passed_over() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let resp = s.upstream.send(get(Method::POST)).await.unwrap();
     assert_eq!(body_of(resp).await, b"banner");
-    assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
-    assert_eq!(s.heads.lock().unwrap().len(), 2);
+    assert_eq!(s.seen(), (2, 2));
 }
 
 /// A POST whose connection closes before any answer is a 502, never sent a second time; a GET
@@ -140,15 +149,13 @@ async fn a_post_is_not_repeated() {
     body_of(s.upstream.send(get(Method::GET)).await.unwrap()).await;
     let err = s.upstream.send(get(Method::POST)).await.unwrap_err();
     assert!(matches!(err, ProxyError::UpstreamBroken), "{err:?}");
-    assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
-    assert_eq!(s.heads.lock().unwrap().len(), 2);
+    assert_eq!(s.seen(), (1, 2));
 
     let s = scripted(vec![BANNER, b"", BANNER], 2, usize::MAX).await;
     body_of(s.upstream.send(get(Method::GET)).await.unwrap()).await;
     let resp = s.upstream.send(get(Method::GET)).await.unwrap();
     assert_eq!(body_of(resp).await, b"banner");
-    assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
-    assert_eq!(s.heads.lock().unwrap().len(), 3);
+    assert_eq!(s.seen(), (2, 3));
 }
 
 /// A chunked answer arriving a few bytes at a time streams whole, and the connection is pooled
@@ -163,7 +170,7 @@ async fn chunked_answers_stream_and_return_the_connection() {
         assert_eq!(body_of(resp).await, b"wikipedia");
         assert_eq!(s.upstream.pool.idle(), 1);
     }
-    assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(s.seen(), (1, 2));
 }
 
 /// A long body streams past the first read; one without a length ends at the close and its

@@ -514,50 +514,73 @@ mod tests {
     /// Framing per RFC 9112 section 6.3, including what is never reused.
     #[test]
     fn body_framing_follows_the_rules() {
-        let f = |raw: &str| head(raw, false).map(|h| h.map(|h| (h.framing, h.keep_alive)));
+        use Framing::{Chunked, Close, Length};
+        let cases: [(&str, Result<(Framing, bool), WireError>); 12] = [
+            ("Transfer-Encoding: chunked", Ok((Chunked, true))),
+            (
+                "Content-Length: 4\r\nTransfer-Encoding: chunked",
+                Ok((Chunked, false)),
+            ),
+            ("Transfer-Encoding: gzip", Ok((Close, false))),
+            (
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chünked",
+                Ok((Close, false)),
+            ),
+            ("X-None: 1", Ok((Close, false))),
+            (
+                "Content-Length: 2\r\nContent-Length: 2",
+                Ok((Length(2), true)),
+            ),
+            ("Content-Length: 2, 2", Ok((Length(2), true))),
+            (
+                "Content-Length: 2\r\nContent-Length: 3",
+                Err(WireError::BadLength),
+            ),
+            ("Content-Length: +2", Err(WireError::BadLength)),
+            (
+                "Content-Length: 2\r\nConnection: close",
+                Ok((Length(2), false)),
+            ),
+            (
+                "Content-Length: 2\r\nConnection: Keep-Alive, Close",
+                Ok((Length(2), false)),
+            ),
+            (
+                "Content-Length: 99999999999999999999",
+                Err(WireError::BadLength),
+            ),
+        ];
+        for (fields, want) in cases {
+            let raw = format!("HTTP/1.1 200 OK\r\n{fields}\r\n\r\n");
+            let got = head(&raw, false).map(|h| {
+                let h = h.expect("complete head");
+                (h.framing, h.keep_alive)
+            });
+            assert_eq!(got, want, "{fields}");
+        }
+        for (raw, want) in [
+            ("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                true,
+            ),
+        ] {
+            let h = head(raw, false).unwrap().unwrap();
+            assert_eq!(h.keep_alive, want, "{raw}");
+        }
         assert_eq!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Ok(Some((Framing::Chunked, true)))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Ok(Some((Framing::Chunked, false)))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            Ok(Some((Framing::Close, false)))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\n\r\n"),
-            Ok(Some((Framing::Close, false)))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n"),
-            Ok(Some((Framing::Length(2), true)))
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"),
-            Err(WireError::BadLength)
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n"),
-            Err(WireError::BadLength)
-        );
-        assert_eq!(
-            f("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"),
-            Ok(Some((Framing::Length(2), false)))
-        );
-        assert_eq!(
-            f("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n"),
-            Ok(Some((Framing::Length(2), false)))
-        );
-        assert_eq!(
-            f("HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"),
-            Ok(Some((Framing::Length(2), true)))
-        );
-        assert_eq!(
-            f("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),
-            Ok(Some((Framing::Length(0), true)))
+            head(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            )
+            .unwrap()
+            .unwrap()
+            .framing,
+            Length(0)
         );
         let h = head("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true)
             .unwrap()
