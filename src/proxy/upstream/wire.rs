@@ -515,7 +515,7 @@ mod tests {
     #[test]
     fn body_framing_follows_the_rules() {
         use Framing::{Chunked, Close, Length};
-        let cases: [(&str, Result<(Framing, bool), WireError>); 12] = [
+        let cases = [
             ("Transfer-Encoding: chunked", Ok((Chunked, true))),
             (
                 "Content-Length: 4\r\nTransfer-Encoding: chunked",
