@@ -173,3 +173,49 @@ async fn cluster_visitor_cap_holds_across_proxies() {
         assert_eq!(ok, 4, "{visitor}");
     }
 }
+
+/// A Redis that stalls (stopped, its connections open, no answer) costs a capped request no
+/// more than about --store-timeout: the response is dropped as store_unavailable, the failure is
+/// counted as a timeout, and kappe serves again as soon as Redis does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_redis_is_bounded_by_the_store_timeout() {
+    if !require("a_stalled_redis_is_bounded_by_the_store_timeout") {
+        return;
+    }
+    let redis = RedisServer::start();
+    let up = ad_server().await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let k = Kappe::start(
+        &up.url(),
+        &["--store", &url, "--store-timeout", "200ms", "--cap", "5/1d"],
+    )
+    .await;
+    assert_eq!(visit(&k, RT, "s", &[]).await.0, StatusCode::OK);
+
+    redis.stall(true);
+    let started = std::time::Instant::now();
+    let status = visit(&k, RT, "s", &[]).await.0;
+    let took = started.elapsed();
+    redis.stall(false);
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        took < Duration::from_secs(2),
+        "a stalled Redis held the request {took:?}"
+    );
+    assert!(k.metric("kappe_store_errors_total{kind=\"timeout\"}").await >= 1.0);
+    assert_eq!(
+        k.metric("kappe_dropped_total{reason=\"store_unavailable\"}")
+            .await,
+        1.0
+    );
+
+    let mut served = false;
+    for _ in 0..50 {
+        if visit(&k, RT, "s", &[]).await.0 == StatusCode::OK {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "kappe serves again once Redis answers");
+}

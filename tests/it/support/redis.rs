@@ -115,6 +115,18 @@ impl RedisServer {
         }
     }
 
+    /// Stops (`true`) or continues (`false`) the process with SIGSTOP or SIGCONT: a stalled
+    /// Redis that holds its connections open and answers nothing.
+    pub(crate) fn stall(&self, stalled: bool) {
+        let pid = self.child.as_ref().expect("redis-server running").id();
+        let signal = if stalled { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts the server again on the same port (with empty data).
     pub(crate) fn restart(&mut self) {
         self.kill();
