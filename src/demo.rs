@@ -11,6 +11,7 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::proxy::body::ProxyBody;
+use crate::proxy::forward::list_items;
 use crate::server::ConnInfo;
 
 /// A campaign of the sample ad server.
@@ -106,14 +107,7 @@ pub async fn handle(req: Request<Incoming>, _info: ConnInfo) -> Response<ProxyBo
         "/ad" => {
             let query = req.uri().query().unwrap_or("");
             let slot = query_param(query, "slot").unwrap_or("top");
-            let excluded: Vec<&str> = req
-                .headers()
-                .get_all("x-kappe-exclude")
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                .collect();
+            let excluded: Vec<&str> = list_items(req.headers(), "x-kappe-exclude").collect();
             let Some(c) = slot_order(slot)
                 .iter()
                 .map(|i| &CAMPAIGNS[*i])

@@ -30,17 +30,29 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The elements of a list-valued field (RFC 9110 section 5.6.1) over all its lines, trimmed,
+/// empty elements skipped. A line that is not visible ASCII counts as one element,
+/// `"\u{fffd}"`, which equals no token, header name or id.
+pub fn list_items(
+    headers: &HeaderMap,
+    name: impl header::AsHeaderName,
+) -> impl DoubleEndedIterator<Item = &str> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Names listed in Connection are removed first; most requests have no Connection header,
     // so the common path allocates nothing.
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        let named: Vec<HeaderName> = list_items(headers, header::CONNECTION)
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -195,6 +207,26 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    /// List fields read across lines, trimmed, without empty elements; a line that is not text
+    /// is one element that matches nothing.
+    #[test]
+    fn list_items_read_every_line() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "close, , x-a".parse().unwrap());
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        );
+        h.append(header::CONNECTION, " keep-alive ".parse().unwrap());
+        let items: Vec<&str> = list_items(&h, header::CONNECTION).collect();
+        assert_eq!(items, ["close", "x-a", "\u{fffd}", "keep-alive"]);
+        assert_eq!(
+            list_items(&h, header::CONNECTION).next_back(),
+            Some("keep-alive")
+        );
+        assert_eq!(list_items(&h, header::TE).count(), 0);
     }
 
     /// An absolute-form request for another host is refused; for the same host it is fine.

@@ -271,9 +271,7 @@ impl Upstream {
             sent += data.len() as u64;
             let write = if framing == BodyFraming::Chunked {
                 chunk.clear();
-                chunk.extend_from_slice(&wire::chunk_header(data.len()));
-                chunk.extend_from_slice(&data);
-                chunk.extend_from_slice(b"\r\n");
+                wire::encode_chunk(&data, &mut chunk);
                 conn.io.write_all(&chunk).await
             } else {
                 conn.io.write_all(&data).await
@@ -283,7 +281,7 @@ impl Upstream {
         match framing {
             BodyFraming::Chunked => conn
                 .io
-                .write_all(b"0\r\n\r\n")
+                .write_all(wire::LAST_CHUNK)
                 .await
                 .map_err(|_| ProxyError::UpstreamBroken),
             BodyFraming::Length(n) if n != sent => Err(ProxyError::UpstreamBroken),

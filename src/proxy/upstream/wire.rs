@@ -8,6 +8,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use crate::proxy::forward::list_items;
+
 /// The most header fields a response head may carry.
 pub const MAX_HEADERS: usize = 128;
 /// The largest response head accepted; a longer one is a broken upstream.
@@ -189,14 +191,8 @@ fn head_from(
         if headers.remove(header::CONTENT_LENGTH).is_some() {
             keep_alive = false;
         }
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            // A value that is not text counts as a coding other than chunked.
-            .map(|v| v.to_str().unwrap_or("?"))
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty());
+        // A line that is not text counts as a coding other than chunked.
+        let last = list_items(&headers, header::TRANSFER_ENCODING).next_back();
         if last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
             Framing::Chunked
         } else {
@@ -240,12 +236,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, WireError> {
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    list_items(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// What the chunked decoder found next.
@@ -437,9 +428,19 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// Writes one chunk's framing around `len` bytes of data: the size line before, CRLF after.
-pub fn chunk_header(len: usize) -> Bytes {
-    Bytes::from(format!("{len:x}\r\n"))
+/// The chunk that ends a chunked body, with no trailers.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Appends `data` as one chunk: its size in hex, the data, CRLF. Empty data would end the body
+/// and is written as nothing.
+pub fn encode_chunk(data: &[u8], out: &mut BytesMut) {
+    if data.is_empty() {
+        return;
+    }
+    // Writing into a BytesMut cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.put_slice(data);
+    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -629,6 +630,20 @@ mod tests {
         assert_eq!(d.decode(&mut buf), Ok(Chunk::End));
         assert!(d.is_done());
         assert_eq!(&buf[..], b"next");
+    }
+
+    /// What kappe encodes as chunks, its own decoder reads back whole; empty data ends nothing.
+    #[test]
+    fn encoded_chunks_decode_to_the_same_bytes() {
+        let mut wire = BytesMut::new();
+        for piece in [&b"hello"[..], b"", &[7u8; 300][..]] {
+            encode_chunk(piece, &mut wire);
+        }
+        wire.put_slice(LAST_CHUNK);
+        assert!(wire.starts_with(b"5\r\nhello\r\n12c\r\n"));
+        let mut want = b"hello".to_vec();
+        want.extend_from_slice(&[7u8; 300]);
+        assert_eq!(decode_all(&wire, 7), Ok((want, true)));
     }
 
     /// Broken framing is an error, never a guess.
