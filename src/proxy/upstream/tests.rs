@@ -238,3 +238,48 @@ async fn broken_upstreams_are_errors() {
     let err = refused.send(get(Method::GET)).await.unwrap_err();
     assert!(matches!(err, ProxyError::UpstreamConnect), "{err:?}");
 }
+
+/// A connection idle longer than the idle timeout is never handed out: taking one finds none,
+/// and returning a connection first closes the expired ones below it.
+#[tokio::test]
+async fn idle_connections_expire() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = || async {
+        Conn {
+            io: TcpStream::connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+        }
+    };
+    let expired = Instant::now()
+        .checked_sub(IDLE_TIMEOUT + Duration::from_secs(1))
+        .unwrap();
+    let pool = Pool::default();
+    let (a, b, c) = (open().await, open().await, open().await);
+    pool.idle
+        .lock()
+        .unwrap()
+        .extend([(a, expired), (b, expired)]);
+    assert!(pool.take().is_none());
+    assert_eq!(pool.idle(), 0);
+
+    pool.idle.lock().unwrap().push((c, expired));
+    pool.put(open().await);
+    assert_eq!(pool.idle(), 1);
+    assert!(pool.take().is_some());
+}
+
+/// An answer followed by bytes its framing does not account for leaves a connection that is
+/// never reused.
+#[tokio::test]
+async fn bytes_beyond_the_answer_keep_a_connection_out_of_the_pool() {
+    let s = scripted(
+        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"],
+        100,
+        usize::MAX,
+    )
+    .await;
+    let resp = s.upstream.send(get(Method::GET)).await.unwrap();
+    assert_eq!(body_of(resp).await, b"ok");
+    assert_eq!(s.upstream.pool.idle(), 0);
+}
