@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::server::VisitorBody;
 use http::{Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use crate::app::Shared;
 use crate::proxy::body::ProxyBody;
@@ -31,7 +31,7 @@ fn text(
     resp
 }
 
-fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
+fn authorized(shared: &Shared, req: &Request<VisitorBody>) -> bool {
     let Some(token) = shared.cfg.admin_token.as_deref() else {
         return true;
     };
@@ -53,7 +53,7 @@ fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
 /// Answers one admin request.
 pub async fn handle(
     shared: Arc<Shared>,
-    req: Request<Incoming>,
+    req: Request<VisitorBody>,
     _info: ConnInfo,
 ) -> Response<ProxyBody> {
     const PLAIN: &str = "text/plain; charset=utf-8";

@@ -7,8 +7,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::server::VisitorBody;
 use http::{Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 
 use crate::proxy::body::ProxyBody;
 use crate::proxy::forward::list_items;
@@ -101,7 +101,7 @@ fn html(status: StatusCode, body: String) -> Response<ProxyBody> {
 }
 
 /// Answers one request to the sample ad server.
-pub async fn handle(req: Request<Incoming>, _info: ConnInfo) -> Response<ProxyBody> {
+pub async fn handle(req: Request<VisitorBody>, _info: ConnInfo) -> Response<ProxyBody> {
     match req.uri().path() {
         "/" => html(StatusCode::OK, PAGE.to_owned()),
         "/ad" => {

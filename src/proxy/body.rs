@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::server::VisitorBody;
 
 use super::upstream::ResponseBody;
 
@@ -89,7 +91,7 @@ impl Body for ProxyBody {
 #[derive(Debug)]
 pub enum UpstreamBody {
     Empty,
-    Limited { inner: Incoming, remaining: u64 },
+    Limited { inner: VisitorBody, remaining: u64 },
 }
 
 /// The visitor's body went over `--max-body-size` while streaming.
@@ -118,8 +120,7 @@ impl Body for UpstreamBody {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                other => other.map_err(Into::into),
+                other => other,
             },
         }
     }

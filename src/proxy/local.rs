@@ -7,11 +7,11 @@
 //! page cannot opt a visitor back in or wipe the counters that protect them. Opt-out and burn are
 //! allowed from anywhere: they only ever reduce what is shown and stored.
 
+use crate::server::VisitorBody;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::Proxy;
 use super::body::ProxyBody;
@@ -87,7 +87,7 @@ fn is_form(headers: &HeaderMap) -> bool {
     })
 }
 
-async fn read_form(body: Incoming) -> Result<Bytes, ProxyError> {
+async fn read_form(body: VisitorBody) -> Result<Bytes, ProxyError> {
     let limited = http_body_util::Limited::new(body, MAX_FORM);
     limited
         .collect()
@@ -103,7 +103,7 @@ impl Proxy {
     /// [`ProxyError`] for unknown paths, wrong methods, cross-site requests and store failures.
     pub(super) async fn local(
         &self,
-        req: Request<Incoming>,
+        req: Request<VisitorBody>,
         info: &ConnInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let path = req.uri().path().to_owned();
@@ -171,7 +171,7 @@ impl Proxy {
 
     async fn page(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<VisitorBody>,
         info: &ConnInfo,
         json: bool,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -263,7 +263,7 @@ impl Proxy {
 
     async fn opt_out(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<VisitorBody>,
         info: &ConnInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let headers = req.headers();
@@ -292,7 +292,7 @@ impl Proxy {
         Ok(resp)
     }
 
-    fn opt_in(&self, req: &Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    fn opt_in(&self, req: &Request<VisitorBody>) -> Result<Response<ProxyBody>, ProxyError> {
         let headers = req.headers();
         if cross_site(headers) {
             return Err(ProxyError::CrossSite);
@@ -311,7 +311,7 @@ impl Proxy {
 
     async fn burn_pixel(
         &self,
-        req: &Request<Incoming>,
+        req: &Request<VisitorBody>,
         info: &ConnInfo,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let glob = req

@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 
 use self::body::{ProxyBody, UpstreamBody};
 use self::decide::{Decision, DropReason};
@@ -37,7 +37,7 @@ use crate::config::{Config, LogFormat, NoId, OnDrop, StoreFailure, VisitorSource
 use crate::metrics::Metrics;
 use crate::policy::{Policy, Source};
 use crate::privacy::{self, Verdict};
-use crate::server::ConnInfo;
+use crate::server::{ConnInfo, VisitorBody};
 use crate::store::pseudonym::Pseudonymizer;
 use crate::store::{Admission, AdmitRequest, Store, StoreError, window};
 
@@ -86,7 +86,7 @@ impl Proxy {
     /// Answers one visitor request. Never fails: errors are rescued into responses.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<VisitorBody>,
         info: ConnInfo,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -130,7 +130,7 @@ impl Proxy {
 
     async fn pipeline(
         &self,
-        req: Request<Incoming>,
+        req: Request<VisitorBody>,
         info: &ConnInfo,
     ) -> Result<(Response<ProxyBody>, Option<Decision>), ProxyError> {
         // request_filter

@@ -1,24 +1,24 @@
-//! The HTTP/1 message framing of one visitor connection, followed byte by byte beside hyper's
-//! parser, so that a request head that two HTTP parsers could frame differently is found before
-//! hyper reads it whole.
+//! The HTTP/1 message framing of one visitor connection, followed byte by byte beside the
+//! server's parser, so that a request head that two HTTP parsers could frame differently is
+//! found before the server (`h1.rs`) reads it whole.
 //!
-//! hyper answers 400 to most ambiguous heads itself, but it frames a request that carries both
-//! `Content-Length` and `Transfer-Encoding` as chunked (dropping the length) and keeps one of two
-//! equal `Content-Length` fields. A server behind another front end could read either one the
-//! other way, which is how requests are smuggled (RFC 9112 sections 6.1 and 6.3), so kappe
-//! refuses both. [`Framing`] follows the stream the way hyper does: heads end where httparse ends
-//! them (CRLF or bare LF, empty lines before a request line skipped), bodies are skipped by
-//! `Content-Length` or by the chunked grammar of hyper's decoder, and only the names of header
-//! fields are looked at. It owns no I/O and no buffer (a few integers per connection, one pass
-//! over each received byte); `super::guard` applies its verdicts to the bytes hyper reads.
+//! A request that carries both `Content-Length` and `Transfer-Encoding`, or two equal
+//! `Content-Length` fields, has a reading that HTTP allows, but a server behind another front end
+//! could read it the other way, which is how requests are smuggled (RFC 9112 sections 6.1 and
+//! 6.3); so kappe refuses both. [`Framing`] follows the stream the way the server does: heads end
+//! where httparse ends them (CRLF or bare LF, empty lines before a request line skipped), bodies
+//! are skipped by `Content-Length` or by the chunked grammar, and only the names of header fields
+//! are looked at. It owns no I/O and no buffer (a few integers per connection, one pass over
+//! each received byte); `super::guard` applies its verdicts to the bytes the server reads.
 //!
-//! The tracker must never be stricter than hyper: a head or chunk that hyper accepts has to be
-//! framed here exactly as hyper frames it, or the two would lose step. Where hyper itself rejects
-//! the input (a malformed request line, a space before a colon), the tracker may read it any way:
-//! hyper answers with an error and closes the connection, and nothing after it is parsed.
+//! The tracker must never be stricter than the server: a head or chunk the server accepts has
+//! to be framed here exactly as the server frames it, or the two would lose step. Where the
+//! server rejects the input (a malformed request line, a space before a colon, a chunk line its
+//! decoder refuses), the tracker may read it any way: the server answers with an error or ends
+//! the body, closes the connection, and parses nothing after it.
 
 /// The HTTP/2 connection preface: a connection that starts with it is HTTP/2 with prior
-/// knowledge, which hyper-util's automatic builder hands to hyper's HTTP/2 server.
+/// knowledge, which the server hands to hyper's HTTP/2 server.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Why a request head is refused.
@@ -29,8 +29,8 @@ pub(crate) enum Ambiguity {
     /// More than one `Content-Length` field, even with equal values.
     DuplicateLength,
     /// A `Content-Length` that is not one decimal number of at most 64 bits (a list, a sign,
-    /// nothing). hyper refuses these too; refusing them here keeps the tracker's reading of a
-    /// length exactly the one hyper would use.
+    /// nothing). The server refuses these too; refusing them here keeps the tracker's reading of
+    /// a length exactly the one the server uses.
     InvalidLength,
 }
 
@@ -48,15 +48,15 @@ impl Ambiguity {
 /// What the tracker makes of the bytes it was shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Every byte may reach hyper.
+    /// Every byte may reach the server.
     Pass,
-    /// The head that byte `keep` belongs to is ambiguous: the bytes before it may reach hyper
-    /// (earlier pipelined requests and the head's harmless beginning), byte `keep` and everything
-    /// after it must not. hyper has to be shown a malformed head instead, so that it answers
-    /// 400 after the earlier responses.
+    /// The head that byte `keep` belongs to is ambiguous: the bytes before it may reach the
+    /// server (earlier pipelined requests and the head's harmless beginning), byte `keep` and
+    /// everything after it must not. The server has to be shown a malformed head instead, so
+    /// that it answers 400 after the earlier responses.
     Refuse { keep: usize, why: Ambiguity },
-    /// Only the first `keep` bytes may reach hyper, then the end of the stream: a chunked body
-    /// broke its framing on the last of them, where hyper's decoder fails too, and nothing after
+    /// Only the first `keep` bytes may reach the server, then the end of the stream: a chunked
+    /// body broke its framing on the last of them, where the server's decoder fails too, and nothing after
     /// that point can be framed.
     Truncate { keep: usize },
 }
@@ -166,12 +166,6 @@ impl Framing {
         Self::with_state(State::Preface(0))
     }
 
-    /// A tracker for a connection that is known to carry HTTP/2 (negotiated by ALPN): every
-    /// byte passes.
-    pub(crate) fn pass_through() -> Self {
-        Self::with_state(State::PassThrough)
-    }
-
     fn with_state(state: State) -> Self {
         Framing {
             state,
@@ -188,7 +182,7 @@ impl Framing {
     }
 
     /// Follows `bytes`, the next bytes received on the connection, and says which of them may
-    /// reach hyper. After a verdict other than [`Verdict::Pass`] nothing more passes.
+    /// reach the server. After a verdict other than [`Verdict::Pass`] nothing more passes.
     pub(crate) fn scan(&mut self, bytes: &[u8]) -> Verdict {
         let mut i = 0;
         while i < bytes.len() {
@@ -278,7 +272,7 @@ impl Framing {
                             return self.refuse(i, why);
                         }
                     } else {
-                        // A longer name, or whitespace before the colon (which hyper refuses).
+                        // A longer name, or whitespace before the colon (which the server refuses).
                         self.state = State::RestOfLine;
                         continue;
                     }
@@ -309,7 +303,7 @@ impl Framing {
                             i += at + 1;
                             self.state = State::ChunkSizeLf;
                         }
-                        // hyper refuses a bare LF in an extension.
+                        // A bare LF in an extension is refused.
                         Some(at) => return self.truncate(i + at),
                         None => i = bytes.len(),
                     }
@@ -352,8 +346,8 @@ impl Framing {
                 Some(Ambiguity::LengthWithTransferEncoding)
             }
             Field::TransferEncoding => {
-                // Only the field's presence matters: a request that hyper accepts with it is
-                // chunked, and any other coding is hyper's own 400.
+                // Only the field's presence matters: a request that the server accepts with it
+                // is chunked, and any other coding is the server's own 400.
                 self.has_transfer_encoding = true;
                 self.state = State::RestOfLine;
                 None
@@ -361,8 +355,8 @@ impl Framing {
         }
     }
 
-    /// One byte of a `Content-Length` value: digits between optional blanks, as hyper reads it
-    /// after httparse trims the value.
+    /// One byte of a `Content-Length` value: digits between optional blanks, as the server reads
+    /// it after httparse trims the value.
     fn length_byte(&mut self, part: LengthPart, b: u8) -> Result<(), Ambiguity> {
         let blank = b == b' ' || b == b'\t';
         self.state = match (part, b) {
@@ -389,8 +383,11 @@ impl Framing {
         Ok(())
     }
 
-    /// One byte of the chunked grammar outside data, extensions and trailers, exactly as hyper's
-    /// decoder reads it (`proto::h1::decode::ChunkedState`). False when hyper's decoder fails on it.
+    /// One byte of the chunked grammar outside data, extensions and trailers, as hyper's decoder
+    /// reads it (`proto::h1::decode::ChunkedState`), which accepts everything the server's own
+    /// (`wire::ChunkedDecoder`, CRLF only) does and frames it the same. False when hyper's
+    /// decoder fails on it. Where only the server's decoder fails, the body ends in an error and
+    /// the connection closes, so the two never frame one stream differently.
     fn chunk_byte(&mut self, b: u8) -> bool {
         let hex = match b {
             b'0'..=b'9' => Some(b - b'0'),
@@ -554,7 +551,7 @@ mod tests {
         );
     }
 
-    /// Two Content-Length fields are refused even when their values are equal (hyper keeps one).
+    /// Two Content-Length fields are refused even when their values are equal (HTTP lets a server keep one).
     #[test]
     fn equal_duplicate_length_is_refused() {
         let s =
@@ -594,8 +591,8 @@ mod tests {
         }
     }
 
-    /// Blanks around a length, the largest 64-bit length and bare-LF lines are read as hyper
-    /// reads them: the body is skipped and the next head is checked.
+    /// Blanks around a length, the largest 64-bit length and bare-LF lines are read as the
+    /// server reads them: the body is skipped and the next head is checked.
     #[test]
     fn lengths_with_blanks_frame_the_body() {
         let next = "GET /n HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
@@ -660,14 +657,14 @@ Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert_eq!(verdict(s), Verdict::Pass);
     }
 
-    /// A space before the colon is hyper's own 400; the tracker does not count the field.
+    /// A space before the colon is the server's own 400; the tracker does not count the field.
     #[test]
-    fn space_before_the_colon_is_left_to_hyper() {
+    fn space_before_the_colon_is_left_to_the_server() {
         let s = b"POST / HTTP/1.1\r\nContent-Length : 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(verdict(s), Verdict::Pass);
     }
 
-    /// Malformed chunk lines stop the stream right after the byte where hyper's decoder fails.
+    /// Malformed chunk lines stop the stream right after the byte where the decoder fails.
     #[test]
     fn broken_chunks_truncate_the_stream() {
         let head = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -735,8 +732,7 @@ Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         let mut f = Framing::new();
         assert_eq!(f.scan(&s), Verdict::Pass);
         assert!(f.is_pass_through());
-        assert!(Framing::pass_through().is_pass_through());
-        assert_eq!(Framing::pass_through().scan(CL_TE), Verdict::Pass);
+        assert_eq!(f.scan(CL_TE), Verdict::Pass);
     }
 
     /// A request that starts like the preface but is not it is tracked as HTTP/1.

@@ -1,11 +1,11 @@
-//! The visitor connection's stream as hyper reads it: every received byte is shown to the
-//! connection's [`Framing`] tracker in the buffer hyper read it into, and what the tracker
-//! refuses never reaches hyper. Writes pass straight through.
+//! The visitor connection's stream as the HTTP/1 server (`h1.rs`) reads it: every received byte
+//! is shown to the connection's [`Framing`] tracker in the buffer the server read it into, and
+//! what the tracker refuses never reaches the server. Writes pass straight through.
 //!
-//! A refused head is not answered here. hyper is shown the head's harmless beginning followed by
-//! a NUL byte, which no request head may contain, and then the end of the stream; so hyper itself
-//! answers `400 Bad Request` after the responses to earlier pipelined requests, closes the
-//! connection, and never hands the request to kappe's handler.
+//! A refused head is not answered here. The server is shown the head's harmless beginning
+//! followed by a NUL byte, which no request head may contain, and then the end of the stream; so
+//! the server answers `400 Bad Request` after the responses to earlier pipelined requests,
+//! closes the connection, and never hands the request to kappe's handler.
 
 use std::io;
 use std::pin::Pin;
@@ -17,11 +17,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::framing::{Framing, Verdict};
 use crate::metrics::Metrics;
 
-/// What hyper is shown in place of a refused head, from the offending byte on. httparse fails on
-/// the NUL wherever it stands in a head (even with invalid header lines ignored). The empty line
-/// after it is there because hyper parses a head again, once a previous read left it partial,
-/// only when a read brings something that can end a head; without it hyper would wait, meet
-/// the end of the stream, and close without answering.
+/// What the server is shown in place of a refused head, from the offending byte on. httparse
+/// fails on the NUL wherever it stands in a head (even with invalid header lines ignored). The
+/// empty line after it lets a head end there for any parser that waits for one before parsing
+/// again, so that the refusal is answered rather than met as the end of the stream.
 const POISON: &[u8] = b"\0\n\n";
 
 /// How much of the stream is still delivered.
@@ -35,7 +34,7 @@ enum Cut {
     Closed,
 }
 
-/// A stream whose reads are checked for ambiguous request framing before hyper sees them.
+/// A stream whose reads are checked for ambiguous request framing before the server sees them.
 pub(crate) struct Guarded<S> {
     inner: S,
     framing: Framing,
@@ -52,16 +51,6 @@ impl<S> Guarded<S> {
             framing: Framing::new(),
             cut: Cut::Open,
             metrics,
-        }
-    }
-
-    /// A connection that negotiated HTTP/2 by ALPN: nothing to check.
-    pub(crate) fn pass_through(inner: S) -> Self {
-        Guarded {
-            inner,
-            framing: Framing::pass_through(),
-            cut: Cut::Open,
-            metrics: None,
         }
     }
 
@@ -113,8 +102,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
                     "refused a request head that could be framed two ways"
                 );
                 if let Some(m) = &this.metrics {
-                    // hyper answers it with 400; the handler, which counts the others, never
-                    // sees it.
+                    // The server answers it with 400; the handler, which counts the others,
+                    // never sees it.
                     m.count_status(http::StatusCode::BAD_REQUEST);
                 }
             }
@@ -162,13 +151,13 @@ mod tests {
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
-    use bytes::Bytes;
-    use http_body_util::{BodyExt, Full};
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
+    use http_body_util::BodyExt;
 
+    use super::super::h1::{self, Limits};
+    use super::super::io::Io;
+    use super::super::{ConnInfo, VisitorBody};
     use super::*;
+    use crate::proxy::body::ProxyBody;
 
     /// A connection that delivers scripted pieces, one per read, then waits forever (a client
     /// that keeps its connection open), and records what is written to it.
@@ -234,28 +223,47 @@ mod tests {
         }
     }
 
-    /// Serves `stream`, delivered in pieces cut at `cuts`, with hyper-util's automatic builder
-    /// (as kappe does) behind a guard, until the connection closes or stops making progress.
-    /// Returns what hyper wrote and the requests the handler saw, as "METHOD path body".
+    /// Serves `stream`, delivered in pieces cut at `cuts`, with kappe's HTTP/1 server behind a
+    /// guard, until the connection closes or stops making progress. Returns what the server
+    /// wrote and the requests the handler saw, as "METHOD path body".
     fn serve(stream: &[u8], cuts: &[usize]) -> (String, Vec<String>) {
         let (script, written) = Script::new(stream, cuts);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let handled = seen.clone();
-        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let handler = move |req: http::Request<VisitorBody>, _info: ConnInfo| {
             let handled = handled.clone();
             async move {
                 let line = format!("{} {}", req.method(), req.uri().path());
-                let body = req.into_body().collect().await?.to_bytes();
-                handled
-                    .lock()
-                    .unwrap()
-                    .push(format!("{line} {}", String::from_utf8_lossy(&body)));
-                Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                let body = match req.into_body().collect().await {
+                    Ok(body) => String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+                    Err(_) => "(broken body)".to_owned(),
+                };
+                handled.lock().unwrap().push(format!("{line} {body}"));
+                http::Response::new(ProxyBody::full("ok"))
             }
-        });
-        let io = TokioIo::new(Guarded::new(script, None));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let mut conn = std::pin::pin!(builder.serve_connection(io, service));
+        };
+        // Timers need a runtime to register with; nothing here waits for one to fire.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _runtime = rt.enter();
+        let io = Io::Test(Box::new(Guarded::new(script, None)));
+        let limits = Limits {
+            header_read_timeout: std::time::Duration::from_secs(60),
+            max_header_size: 64 * 1024,
+        };
+        let info = ConnInfo {
+            peer: ([127, 0, 0, 1], 1).into(),
+            tls: false,
+        };
+        let mut conn = std::pin::pin!(h1::serve(
+            io,
+            info,
+            limits,
+            &handler,
+            std::future::pending::<()>()
+        ));
         // HTTP/1 runs entirely inside the connection's future (the handler too, as it is
         // awaited there), so polling it until nothing changes any more is deterministic.
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -283,10 +291,10 @@ mod tests {
     const SMUGGLE: &[u8] = b"POST /front HTTP/1.1\r\nHost: x\r\nContent-Length: 39\r\n\
 Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
 
-    /// hyper answers a refused head with 400 and the handler never sees it, wherever the reads
-    /// happen to cut the request.
+    /// The server answers a refused head with 400 and the handler never sees it, wherever the
+    /// reads happen to cut the request.
     #[test]
-    fn refused_head_is_answered_400_by_hyper_at_every_cut() {
+    fn refused_head_is_answered_400_at_every_cut() {
         for cut in 0..=SMUGGLE.len() {
             let (written, seen) = serve(SMUGGLE, &[cut]);
             assert_eq!(statuses(&written), ["400"], "cut at {cut}: {written:?}");
@@ -368,11 +376,6 @@ GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
                 stream
             );
         }
-        let (script, _) = Script::new(SMUGGLE, &[]);
-        assert_eq!(
-            read_through(Guarded::pass_through(script), SMUGGLE.len()).await,
-            SMUGGLE
-        );
     }
 
     /// A chunked body that breaks its framing ends the stream right after the offending byte.
@@ -391,7 +394,7 @@ GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
         assert_eq!(out, stream[..head.len() + 2]);
     }
 
-    /// A refusal is counted as an answered 4xx request, and the stream hyper reads ends with
+    /// A refusal is counted as an answered 4xx request, and the stream the server reads ends with
     /// the poison, whatever room each read leaves.
     #[tokio::test]
     async fn refusals_are_counted_and_poisoned() {

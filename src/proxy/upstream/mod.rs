@@ -126,6 +126,17 @@ impl Upstream {
         }
     }
 
+    /// A client for the upstream at `authority`, with the defaults tests need.
+    #[cfg(test)]
+    pub(crate) fn to(authority: Authority) -> Self {
+        Upstream {
+            authority,
+            connect_timeout: Duration::from_secs(2),
+            max_body: 1 << 20,
+            pool: Arc::default(),
+        }
+    }
+
     /// Sends a request whose head is ready for the upstream and returns the answer's head, with
     /// a body that reads the rest.
     ///

@@ -55,12 +55,7 @@ async fn scripted(answers: Vec<&'static [u8]>, per_conn: usize, piece: usize) ->
             drop(s);
         }
     });
-    let upstream = Upstream {
-        authority: addr.to_string().parse().unwrap(),
-        connect_timeout: Duration::from_secs(2),
-        max_body: 1 << 20,
-        pool: Arc::default(),
-    };
+    let upstream = Upstream::to(addr.to_string().parse().unwrap());
     Scripted {
         upstream,
         accepted,

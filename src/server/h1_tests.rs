@@ -1,0 +1,256 @@
+//! The HTTP/1.1 server against raw bytes on loopback sockets: framing of answers, keep-alive
+//! rules, 100-continue, request bodies, bodies left unread, and idle connections at shutdown.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::super::{ConnInfo, ServerOptions, VisitorBody, serve};
+use crate::proxy::body::{ProxyBody, UpstreamBody};
+use crate::proxy::upstream::Upstream;
+
+/// An upstream that answers every request with a chunked body ("hello world"), for an answer
+/// whose length kappe does not know.
+async fn chunked_upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n";
+                    if s.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Upstream::to(addr.to_string().parse().unwrap())
+}
+
+/// What the test handler answers, chosen by the request path.
+async fn answer(up: Upstream, req: Request<VisitorBody>) -> Response<ProxyBody> {
+    match req.uri().path() {
+        // Echoes the body it read.
+        "/echo" => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::from_static(b"(broken)"),
+            };
+            Response::new(ProxyBody::full(body))
+        }
+        // A body of unknown length.
+        "/open" => {
+            let get = Request::get("http://up/")
+                .body(UpstreamBody::Empty)
+                .unwrap();
+            let resp = up.send(get).await.expect("the upstream answers");
+            resp.map(ProxyBody::Stream)
+        }
+        "/empty" => {
+            let mut r = Response::new(ProxyBody::Empty);
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        // Answers without reading the body.
+        _ => Response::new(ProxyBody::full("ok")),
+    }
+}
+
+struct Server {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+async fn start() -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let up = chunked_upstream().await;
+    let handler = move |req, _info: ConnInfo| answer(up.clone(), req);
+    let opts = ServerOptions {
+        header_read_timeout: Duration::from_millis(500),
+        max_header_size: 16 * 1024,
+        max_connections: 64,
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let done = tokio::spawn(serve(listener, None, opts, None, handler, async {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        stop: Some(tx),
+        done,
+    }
+}
+
+/// Sends `bytes`, then reads until the server closes the connection or `wait` passes quietly.
+async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(wait, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A known length is sent as content-length, an open body chunked to HTTP/1.1 and until the
+/// close to HTTP/1.0; HEAD and 204 carry no body. Each answer has a Date.
+#[tokio::test]
+async fn answers_are_framed_by_their_bodies() {
+    let k = start().await;
+    let a = exchange(k.addr, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", QUIET).await;
+    assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
+    assert!(
+        a.contains("content-length: 2\r\n") && a.ends_with("\r\n\r\nok"),
+        "{a}"
+    );
+    assert!(a.contains("date: "), "{a}");
+
+    let a = exchange(k.addr, b"GET /open HTTP/1.1\r\nHost: a\r\n\r\n", QUIET).await;
+    assert!(a.contains("transfer-encoding: chunked\r\n"), "{a}");
+    assert!(
+        a.ends_with("\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"),
+        "{a}"
+    );
+
+    let a = exchange(k.addr, b"GET /open HTTP/1.0\r\nHost: a\r\n\r\n", QUIET).await;
+    assert!(!a.contains("transfer-encoding"), "{a}");
+    assert!(
+        a.contains("connection: close\r\n") && a.ends_with("hello world"),
+        "{a}"
+    );
+
+    let a = exchange(k.addr, b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\n", QUIET).await;
+    assert!(
+        a.starts_with("HTTP/1.1 200") && a.ends_with("\r\n\r\n"),
+        "{a}"
+    );
+
+    let a = exchange(k.addr, b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\n", QUIET).await;
+    assert!(
+        a.starts_with("HTTP/1.1 204") && a.ends_with("\r\n\r\n"),
+        "{a}"
+    );
+}
+
+/// HTTP/1.1 keeps the connection unless asked to close; HTTP/1.0 closes unless asked to keep
+/// it, and is told so.
+#[tokio::test]
+async fn keep_alive_follows_the_version_and_connection() {
+    let k = start().await;
+    let two = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /c HTTP/1.1\r\nHost: a\r\n\r\n";
+    let a = exchange(k.addr, two, QUIET).await;
+    assert_eq!(a.matches("HTTP/1.1 200").count(), 2, "{a}");
+    assert!(a.contains("connection: close"), "{a}");
+
+    let a = exchange(
+        k.addr,
+        b"GET /a HTTP/1.0\r\n\r\nGET /b HTTP/1.0\r\n\r\n",
+        QUIET,
+    )
+    .await;
+    assert_eq!(a.matches("HTTP/1.1 200").count(), 1, "{a}");
+    let keep = b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n";
+    let a = exchange(k.addr, keep, QUIET).await;
+    assert_eq!(a.matches("HTTP/1.1 200").count(), 2, "{a}");
+    assert!(a.contains("connection: keep-alive"), "{a}");
+}
+
+/// Bodies by length and chunked are read as the handler asks; `Expect: 100-continue` is
+/// answered before the body is sent; a body the handler leaves unread closes the connection
+/// after the answer, so that it is never read as a request.
+#[tokio::test]
+async fn request_bodies_are_read_on_demand() {
+    let k = start().await;
+    let a = exchange(
+        k.addr,
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /a HTTP/1.1\r\n\r\n",
+        QUIET,
+    )
+    .await;
+    assert!(
+        a.contains("\r\n\r\nhello") && a.matches("HTTP/1.1 200").count() == 2,
+        "{a}"
+    );
+
+    let chunked = b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n";
+    let a = exchange(k.addr, chunked, QUIET).await;
+    assert!(a.ends_with("\r\n\r\nabcde"), "{a}");
+
+    let mut s = TcpStream::connect(k.addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"abc").await.unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with("abc"));
+
+    let unread = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let a = exchange(k.addr, unread, QUIET).await;
+    assert_eq!(a.matches("HTTP/1.1 ").count(), 1, "{a}");
+    assert!(a.contains("connection: close"), "{a}");
+}
+
+/// Garbage gets 400, an oversized head 431, a head cut off mid-way 408; idle connections close
+/// quietly after the header read timeout.
+#[tokio::test]
+async fn bad_heads_are_refused() {
+    let k = start().await;
+    let a = exchange(k.addr, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", QUIET).await;
+    assert!(a.starts_with("HTTP/1.1 400"), "{a}");
+    let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "x".repeat(20_000));
+    let a = exchange(k.addr, big.as_bytes(), QUIET).await;
+    assert!(a.starts_with("HTTP/1.1 431"), "{a}");
+    let a = exchange(k.addr, b"GET / HTTP/1.1\r\nX: ", Duration::from_secs(3)).await;
+    assert!(a.starts_with("HTTP/1.1 408"), "{a}");
+    let a = exchange(k.addr, b"", Duration::from_secs(3)).await;
+    assert_eq!(a, "");
+}
+
+/// At shutdown an idle keep-alive connection is closed and the server returns.
+#[tokio::test]
+async fn shutdown_closes_idle_connections() {
+    let mut k = start().await;
+    let mut s = TcpStream::connect(k.addr).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    k.stop.take().unwrap().send(()).unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    assert_eq!(n, 0);
+    tokio::time::timeout(Duration::from_secs(2), k.done)
+        .await
+        .expect("the server returns")
+        .unwrap();
+}
