@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::io::Write;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Uri, Version};
 
@@ -48,20 +48,31 @@ pub fn list_items(
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection are removed first; most requests have no Connection header,
-    // so the common path allocates nothing.
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = list_items(headers, header::CONNECTION)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+    // One pass over the names, comparing without hashing; most requests carry none of them.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in &HOP_BY_HOP {
+    // Names listed in Connection go too.
+    let named: Vec<HeaderName> = list_items(headers, header::CONNECTION)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    remove_where(headers, |name| is_hop_by_hop(name) || named.contains(name));
+}
+
+/// Removes the fields whose names `pred` picks. The names are compared in one pass, and only
+/// those present are looked up to be removed: a removal costs a hash and a probe, which most
+/// fields kappe strips (absent from most messages) are spared.
+pub fn remove_where(headers: &mut HeaderMap, mut pred: impl FnMut(&HeaderName) -> bool) {
+    // Allocates only when something is found.
+    let mut found: Vec<HeaderName> = Vec::new();
+    found.extend(headers.keys().filter(|n| pred(n)).cloned());
+    for name in found {
         headers.remove(name);
     }
-    headers.remove(&PROXY_CONNECTION);
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || *name == PROXY_CONNECTION
 }
 
 fn via_value(version: Version) -> HeaderValue {
@@ -136,25 +147,43 @@ pub fn prepare_request(
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
 
-    // The value is written into one stack buffer (a visitor's own XFF chain is rare and goes
-    // through the heap): this runs on every request.
-    let mut buf = [0u8; 64];
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            HeaderValue::from_str(&format!("{prev}, {}", info.peer.ip())).ok()
+    // One lookup for X-Forwarded-For, which is read, folded and replaced.
+    let peer = info.peer.ip();
+    match headers.entry(&X_FORWARDED_FOR) {
+        // All XFF lines are folded into the one appended value.
+        Entry::Occupied(mut e) => {
+            let prev: Vec<&str> = e
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            let value = if prev.is_empty() {
+                HeaderValue::from_str(&peer.to_string())
+            } else {
+                HeaderValue::from_str(&format!("{}, {peer}", prev.join(", ")))
+            };
+            match value {
+                Ok(v) => {
+                    e.insert(v);
+                }
+                Err(_) => {
+                    e.remove_entry_mult();
+                }
+            }
         }
-        _ => {
+        Entry::Vacant(e) => {
+            // The value is written into one stack buffer (a visitor's own chain is rare and goes
+            // through the heap): this runs on every request.
+            let mut buf = [0u8; 64];
             let mut w = &mut buf[..];
             // 64 bytes hold the longest IPv6 address (45 characters), so the write succeeds.
-            let _ = write!(w, "{}", info.peer.ip());
+            let _ = write!(w, "{peer}");
             let n = 64 - w.len();
-            HeaderValue::from_bytes(&buf[..n]).ok()
+            if let Ok(v) = HeaderValue::from_bytes(&buf[..n]) {
+                e.insert(v);
+            }
         }
-    };
-    // All XFF lines are folded into the one appended value.
-    headers.remove(&X_FORWARDED_FOR);
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
         X_FORWARDED_PROTO.clone(),
@@ -207,6 +236,35 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    /// Every X-Forwarded-For line the visitor sent is folded, in order, into one value that
+    /// ends with the peer; the fields kappe strips go, and only they.
+    #[test]
+    fn forwarding_chains_fold_and_hop_by_hop_fields_go() {
+        let mut req = http::Request::get("/ad?c=1").body(()).unwrap();
+        let h = req.headers_mut();
+        h.append(&X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
+        h.append(&X_FORWARDED_FOR, " , 10.0.0.2".parse().unwrap());
+        h.append(&PROXY_CONNECTION, "keep-alive".parse().unwrap());
+        h.append("x-keep", "1".parse().unwrap());
+        let (mut parts, ()) = req.into_parts();
+        let info = ConnInfo {
+            peer: ([192, 0, 2, 7], 5000).into(),
+            tls: false,
+        };
+        prepare_request(&mut parts, &"ads:80".parse().unwrap(), false, &info, None);
+        let xff: Vec<_> = parts.headers.get_all(&X_FORWARDED_FOR).iter().collect();
+        assert_eq!(xff, ["10.0.0.1, , 10.0.0.2, 192.0.2.7"]);
+        assert!(!parts.headers.contains_key(&PROXY_CONNECTION));
+        assert_eq!(parts.headers["x-keep"], "1");
+
+        let mut h = HeaderMap::new();
+        h.insert("x-a", "1".parse().unwrap());
+        h.insert("x-b", "2".parse().unwrap());
+        remove_where(&mut h, |n| n == "x-a" || n == "x-c");
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-b"));
     }
 
     /// List fields read across lines, trimmed, without empty elements; a line that is not text

@@ -251,8 +251,7 @@ impl Proxy {
         now: UnixSecs,
     ) {
         // Static names: removing by &str would parse and hash the name on every request.
-        headers.remove(&X_KAPPE_CAPPED);
-        headers.remove(&X_KAPPE_EXCLUDE);
+        forward::remove_where(headers, |n| *n == X_KAPPE_CAPPED || *n == X_KAPPE_EXCLUDE);
         let e = &self.cfg.enforcement;
         if !verdict.storage_allowed {
             // No visitor id travels upstream for a visitor who may not be tracked.
@@ -425,21 +424,18 @@ impl Proxy {
             .filter(|g| local::valid_glob(g))
             .map(str::to_owned);
         if !e.keep_upstream_headers {
-            for s in &e.campaign_from {
-                if let Source::Header(h) = s {
-                    parts.headers.remove(h);
-                }
-            }
-            for s in &e.advertiser_from {
-                if let Source::Header(h) = s {
-                    parts.headers.remove(h);
-                }
-            }
-            parts.headers.remove(&e.retargeting_header);
-            if let Some(h) = &e.policy_header {
-                parts.headers.remove(h);
-            }
-            parts.headers.remove(&X_KAPPE_BURN);
+            let from_header = |sources: &[Source], n: &HeaderName| {
+                sources
+                    .iter()
+                    .any(|s| matches!(s, Source::Header(h) if h == n))
+            };
+            forward::remove_where(&mut parts.headers, |n| {
+                *n == e.retargeting_header
+                    || *n == X_KAPPE_BURN
+                    || e.policy_header.as_ref() == Some(n)
+                    || from_header(&e.campaign_from, n)
+                    || from_header(&e.advertiser_from, n)
+            });
         }
         if let (Some(glob), Identity::Known { key, .. }) = (&burn, &ctx.identity)
             && let Err(err) = Box::pin(self.store.burn(*key, glob, policy.burn_secs, ctx.now)).await

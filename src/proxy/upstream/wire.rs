@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
@@ -113,9 +115,14 @@ pub fn expects_body(method: &Method) -> bool {
 /// A malformed or oversized head, a bad length, or a protocol switch (kappe never asks for one).
 pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, WireError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut fields);
-        let len = match resp.parse(buf) {
+        // Left uninitialised: zeroing the array would cost more than parsing a typical head.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut fields,
+        ) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
                 return Err(WireError::TooLarge);
@@ -155,7 +162,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
                 .collect()
         };
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(n);
+        // Room for the fields kappe adds (Via, Date, a cookie, hints) without regrowing.
+        let mut headers = HeaderMap::with_capacity(n + 6);
         for (name, name_len, value, value_len) in spans {
             let name = HeaderName::from_bytes(&head[name..name + name_len])
                 .map_err(|_| WireError::Malformed)?;
