@@ -164,14 +164,23 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let head = buf.split_to(len).freeze();
         // Room for the fields kappe adds (Via, Date, a cookie, hints) without regrowing.
         let mut headers = HeaderMap::with_capacity(n + 6);
+        let mut connection = ConnectionTokens::default();
         for (name, name_len, value, value_len) in spans {
-            let name = HeaderName::from_bytes(&head[name..name + name_len])
-                .map_err(|_| WireError::Malformed)?;
+            let raw_name = &head[name..name + name_len];
+            // A Connection line of only `close` and `keep-alive` says all it has to say here and
+            // never travels on: it is not put into the map, which then usually holds no
+            // hop-by-hop field for the proxy to remove.
+            if raw_name.eq_ignore_ascii_case(b"connection")
+                && connection.read(&head[value..value + value_len])
+            {
+                continue;
+            }
+            let name = HeaderName::from_bytes(raw_name).map_err(|_| WireError::Malformed)?;
             let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
                 .map_err(|_| WireError::Malformed)?;
             headers.append(name, value);
         }
-        return head_from(status, version, headers, head_request).map(Some);
+        return head_from(status, version, headers, connection, head_request).map(Some);
     }
 }
 
@@ -180,11 +189,12 @@ fn head_from(
     status: StatusCode,
     version: Version,
     mut headers: HeaderMap,
+    connection: ConnectionTokens,
     head_request: bool,
 ) -> Result<Head, WireError> {
-    let close = connection_has(&headers, "close");
+    let close = connection.close;
     let mut keep_alive = match version {
-        Version::HTTP_10 => connection_has(&headers, "keep-alive") && !close,
+        Version::HTTP_10 => connection.keep_alive && !close,
         _ => !close,
     };
     let bodiless = head_request
@@ -243,8 +253,36 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, WireError> {
     Ok(found)
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    list_items(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(token))
+/// The connection options of a response's `Connection` lines.
+#[derive(Clone, Copy, Debug, Default)]
+struct ConnectionTokens {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    /// Reads one `Connection` line. True when it held nothing but `close` and `keep-alive`
+    /// (so it need not be kept); a line that is not text holds no option and is kept.
+    fn read(&mut self, line: &[u8]) -> bool {
+        if !line
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return false;
+        }
+        let mut only_options = true;
+        for token in line.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() {
+                only_options = false;
+            }
+        }
+        only_options
+    }
 }
 
 /// What the chunked decoder found next.
@@ -458,6 +496,39 @@ mod tests {
     fn head(raw: &str, head_request: bool) -> Result<Option<Head>, WireError> {
         let mut buf = BytesMut::from(raw.as_bytes());
         parse_head(&mut buf, head_request)
+    }
+
+    /// Connection lines of only options decide reuse and are not kept; a line naming fields
+    /// is kept for the proxy to strip, and its options count too.
+    #[test]
+    fn connection_options_decide_reuse() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.keep_alive);
+        assert!(!h.headers.contains_key(header::CONNECTION));
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: x-a, close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!h.keep_alive);
+        assert_eq!(h.headers[header::CONNECTION], "x-a, close");
+        let h = head(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
     }
 
     /// The request head carries the headers once each, kappe's framing field, and the target.
