@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::clock::UnixSecs;
 
@@ -308,7 +308,8 @@ pub struct Verdict {
 /// `Sec-GPC`: any header line, or any comma-separated item of one, that is exactly `1` after
 /// trimming whitespace.
 fn gpc(headers: &HeaderMap) -> bool {
-    headers.get_all("sec-gpc").iter().any(|v| {
+    static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
+    headers.get_all(&SEC_GPC).iter().any(|v| {
         v.as_bytes()
             .split(|&c| c == b',')
             .any(|item| item.trim_ascii() == b"1")
@@ -318,7 +319,7 @@ fn gpc(headers: &HeaderMap) -> bool {
 /// `DNT`: the first DNT header's first non-blank character is `1`.
 fn dnt(headers: &HeaderMap) -> bool {
     headers
-        .get("dnt")
+        .get(http::header::DNT)
         .is_some_and(|v| v.as_bytes().trim_ascii_start().first() == Some(&b'1'))
 }
 

@@ -31,7 +31,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::ConnInfo;
 use super::body::{Http1Body, Left, Reader, VisitorBody, take_back};
@@ -102,6 +102,9 @@ where
     S: Future<Output = ()>,
 {
     tokio::pin!(stopped);
+    // One timer for the connection's whole life, moved forward only when it fires early.
+    let idle = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(idle);
     let mut reader = Reader {
         io,
         buf: BytesMut::with_capacity(READ_BUFFER),
@@ -110,20 +113,21 @@ where
     let mut out = BytesMut::with_capacity(READ_BUFFER);
     let mut first = true;
     loop {
-        let head = match read_head(&mut reader, limits, stopped.as_mut(), first).await {
-            Ok(Some(head)) => head,
-            Ok(None) | Err(HeadError::Gone) => return Ended::Closed,
-            Err(HeadError::Http2) => return Ended::Http2(reader.io, reader.buf.freeze()),
-            Err(e) => {
-                let status = match e {
-                    HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    HeadError::Timeout => StatusCode::REQUEST_TIMEOUT,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                refuse(&mut reader.io, &mut out, status).await;
-                return Ended::Closed;
-            }
-        };
+        let head =
+            match read_head(&mut reader, limits, idle.as_mut(), stopped.as_mut(), first).await {
+                Ok(Some(head)) => head,
+                Ok(None) | Err(HeadError::Gone) => return Ended::Closed,
+                Err(HeadError::Http2) => return Ended::Http2(reader.io, reader.buf.freeze()),
+                Err(e) => {
+                    let status = match e {
+                        HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        HeadError::Timeout => StatusCode::REQUEST_TIMEOUT,
+                        _ => StatusCode::BAD_REQUEST,
+                    };
+                    refuse(&mut reader.io, &mut out, status).await;
+                    return Ended::Closed;
+                }
+            };
         first = false;
         let Head {
             req,
@@ -185,9 +189,15 @@ where
 
 /// Waits for the next complete request head. `Ok(None)`: the connection closed, idled out or
 /// the server is stopping, between requests.
+///
+/// The head must be complete within `--header-read-timeout` of the wait's start. `idle` is the
+/// connection's one timer: rather than arming a timer for every wait, which costs two changes
+/// to the runtime's timer wheel per request, it is left where it was and, when it fires before
+/// the current deadline, moved to that deadline.
 async fn read_head<S: Future<Output = ()>>(
     r: &mut Reader,
     limits: Limits,
+    mut idle: Pin<&mut Sleep>,
     mut stopped: Pin<&mut S>,
     first: bool,
 ) -> Result<Option<Head>, HeadError> {
@@ -211,21 +221,25 @@ async fn read_head<S: Future<Output = ()>>(
             r.buf.reserve(READ_BUFFER);
         }
         let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_read_timeout);
-        let read = if r.buf.is_empty() {
+        let between = r.buf.is_empty();
+        let read = loop {
+            // The read first: when the connection is woken by data, nothing else is polled.
             tokio::select! {
                 biased;
-                () = stopped.as_mut() => return Ok(None),
-                read = tokio::time::timeout_at(deadline, r.io.read_buf(&mut r.buf)) => read,
+                read = r.io.read_buf(&mut r.buf) => break read,
+                () = idle.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return if between { Ok(None) } else { Err(HeadError::Timeout) };
+                    }
+                    idle.as_mut().reset(deadline);
+                }
+                () = stopped.as_mut(), if between => return Ok(None),
             }
-        } else {
-            tokio::time::timeout_at(deadline, r.io.read_buf(&mut r.buf)).await
         };
         match read {
-            Err(_elapsed) if r.buf.is_empty() => return Ok(None),
-            Err(_elapsed) => return Err(HeadError::Timeout),
-            Ok(Ok(0)) if r.buf.is_empty() => return Ok(None),
-            Ok(Ok(0) | Err(_)) => return Err(HeadError::Gone),
-            Ok(Ok(_)) => {}
+            Ok(0) if r.buf.is_empty() => return Ok(None),
+            Ok(0) | Err(_) => return Err(HeadError::Gone),
+            Ok(_) => {}
         }
     }
 }
