@@ -26,7 +26,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -291,8 +291,8 @@ fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
     // grow and rehash on the way upstream.
     let mut headers = HeaderMap::with_capacity(spans.len() + 8);
     for (name, name_len, value, value_len) in spans {
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
-            .map_err(|_| HeadError::Malformed)?;
+        let name =
+            wire::header_name(&head[name..name + name_len]).map_err(|_| HeadError::Malformed)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
             .map_err(|_| HeadError::Malformed)?;
         headers.append(name, value);

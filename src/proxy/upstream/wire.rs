@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -175,13 +176,65 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             {
                 continue;
             }
-            let name = HeaderName::from_bytes(raw_name).map_err(|_| WireError::Malformed)?;
+            let name = header_name(raw_name).map_err(|_| WireError::Malformed)?;
             let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
                 .map_err(|_| WireError::Malformed)?;
             headers.append(name, value);
         }
         return head_from(status, version, headers, connection, head_request).map(Some);
     }
+}
+
+/// The field name for `raw` as it appeared in a head, from a small per-thread cache of the names
+/// last seen: an ad server and its visitors send the same few names in the same spelling on
+/// every message, and building a name (matching it against the standard names, or lowercasing
+/// and copying a custom one) costs several times a cache hit. The cache is direct-mapped, 64
+/// entries of names up to 32 bytes; a longer name or a miss is built as usual.
+///
+/// # Errors
+/// `raw` is not a valid field name.
+pub fn header_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    const SLOTS: usize = 64;
+    const LONGEST: usize = 32;
+    struct Slot {
+        len: u8,
+        raw: [u8; LONGEST],
+        name: HeaderName,
+    }
+    thread_local! {
+        static CACHE: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+    }
+    let (Some(&first), Some(&last)) = (raw.first(), raw.last()) else {
+        return HeaderName::from_bytes(raw);
+    };
+    if raw.len() > LONGEST {
+        return HeaderName::from_bytes(raw);
+    }
+    let at = (raw.len()
+        ^ usize::from(first) << 1
+        ^ usize::from(last) << 3
+        ^ usize::from(raw[raw.len() / 2]) << 2)
+        % SLOTS;
+    CACHE.with_borrow_mut(|cache| {
+        if let Some(Some(slot)) = cache.get(at)
+            && usize::from(slot.len) == raw.len()
+            && slot.raw[..raw.len()] == *raw
+        {
+            return Ok(slot.name.clone());
+        }
+        let name = HeaderName::from_bytes(raw)?;
+        if cache.is_empty() {
+            cache.resize_with(SLOTS, || None);
+        }
+        let mut copy = [0u8; LONGEST];
+        copy[..raw.len()].copy_from_slice(raw);
+        cache[at] = Some(Slot {
+            len: raw.len() as u8,
+            raw: copy,
+            name: name.clone(),
+        });
+        Ok(name)
+    })
 }
 
 /// Works out the body framing and reuse of a parsed head.
@@ -235,15 +288,25 @@ fn head_from(
 /// The one length all `Content-Length` fields agree on (a repeated equal value is allowed,
 /// RFC 9110 section 8.6).
 pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, WireError> {
+    // Read as bytes: a value holding anything but digits, commas and blanks is refused, as it
+    // would be once read as text.
     let mut found: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        let s = value.to_str().map_err(|_| WireError::BadLength)?;
-        for part in s.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() {
                 return Err(WireError::BadLength);
             }
-            let n: u64 = part.parse().map_err(|_| WireError::BadLength)?;
+            let mut n: u64 = 0;
+            for &b in part {
+                if !b.is_ascii_digit() {
+                    return Err(WireError::BadLength);
+                }
+                n = n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                    .ok_or(WireError::BadLength)?;
+            }
             if found.is_some_and(|f| f != n) {
                 return Err(WireError::BadLength);
             }
@@ -496,6 +559,39 @@ mod tests {
     fn head(raw: &str, head_request: bool) -> Result<Option<Head>, WireError> {
         let mut buf = BytesMut::from(raw.as_bytes());
         parse_head(&mut buf, head_request)
+    }
+
+    /// Cached names are the names `HeaderName::from_bytes` makes, whatever the spelling, and
+    /// invalid names are refused from the cache as without it.
+    #[test]
+    fn cached_names_are_the_built_names() {
+        let names: &[&[u8]] = &[
+            b"Content-Type",
+            b"content-type",
+            b"X-Campaign-Id",
+            b"x-campaign-id",
+            b"Set-Cookie",
+            b"a",
+            b"x-a-name-that-is-longer-than-thirty-two-bytes",
+            b"X-Retargeting",
+        ];
+        for _ in 0..3 {
+            for raw in names {
+                assert_eq!(
+                    header_name(raw).unwrap(),
+                    HeaderName::from_bytes(raw).unwrap()
+                );
+            }
+        }
+        // Every slot filled and overwritten many times over.
+        for i in 0..2_000 {
+            let raw = format!("X-Field-{i}");
+            let name = header_name(raw.as_bytes()).unwrap();
+            assert_eq!(name.as_str(), raw.to_ascii_lowercase());
+            assert_eq!(header_name(raw.as_bytes()).unwrap(), name);
+        }
+        assert!(header_name(b"bad name").is_err());
+        assert!(header_name(b"").is_err());
     }
 
     /// Connection lines of only options decide reuse and are not kept; a line naming fields
