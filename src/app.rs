@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
@@ -318,11 +318,12 @@ struct Worker {
     stop: watch::Receiver<bool>,
 }
 
-/// Starts worker thread `i`: a single-threaded runtime serving visitors on `listener` until the
-/// stop signal, then draining. The receiver completes when the thread has finished.
+/// Starts worker thread `i`: a single-threaded runtime serving the visitor connections handed
+/// to it until the stop signal, then draining. The receiver completes when the thread has
+/// finished.
 fn spawn_worker(
     i: usize,
-    listener: std::net::TcpListener,
+    handed: mpsc::UnboundedReceiver<server::Handoff>,
     proxy: Arc<Proxy>,
     w: Worker,
 ) -> Result<oneshot::Receiver<()>, AppError> {
@@ -335,16 +336,9 @@ fn spawn_worker(
         .name(format!("kappe-worker-{i}"))
         .spawn(move || {
             rt.block_on(async move {
-                let listener = match TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(worker = i, error = %e, "worker cannot listen");
-                        return;
-                    }
-                };
                 let mut stop = w.stop;
                 server::serve_limited(
-                    listener,
+                    server::Accept::Handed(handed),
                     w.tls,
                     w.opts,
                     Some(w.metrics),
@@ -369,7 +363,7 @@ fn spawn_worker(
 /// When TLS cannot be set up.
 pub async fn run(
     shared: Arc<Shared>,
-    mut visitors: TcpListener,
+    visitors: TcpListener,
     admin: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
@@ -393,19 +387,21 @@ pub async fn run(
         let _ = rx.wait_for(|v| *v).await;
     };
 
-    // One accept loop per worker thread, each on its own single-threaded runtime with its own
-    // upstream pool, on clones of one listener: a request is served start to end on one thread,
-    // with no work stealing and no cross-thread wake-ups. This runtime is worker 0; it also runs
-    // the admin port, the background work and the Redis connections.
+    // One single-threaded runtime per worker thread, each with its own upstream pool: a request
+    // is served start to end on one thread, with no work stealing and no cross-thread wake-ups.
+    // This runtime is worker 0: it accepts every connection and hands them out in turn (to
+    // itself too), and it also runs the admin port, the background work and the Redis
+    // connections.
     let limit = Arc::new(Semaphore::new(opts.max_connections));
     let mut workers = Vec::new();
+    let mut peers = Vec::new();
     if cfg.threads > 1 {
-        let std_listener = visitors.into_std().map_err(AppError::Workers)?;
         for i in 1..cfg.threads {
-            let listener = std_listener.try_clone().map_err(AppError::Workers)?;
+            let (to_worker, handed) = server::handoff();
+            peers.push(to_worker);
             workers.push(spawn_worker(
                 i,
-                listener,
+                handed,
                 Arc::new(shared.proxy.with_own_client()),
                 Worker {
                     tls: tls.clone(),
@@ -416,11 +412,10 @@ pub async fn run(
                 },
             )?);
         }
-        visitors = TcpListener::from_std(std_listener).map_err(AppError::Workers)?;
     }
     let proxy = shared.proxy.clone();
     let visitor_server = server::serve_limited(
-        visitors,
+        server::Accept::Listener(visitors, peers),
         tls,
         opts,
         Some(shared.metrics.clone()),

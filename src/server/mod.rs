@@ -25,8 +25,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 pub use self::body::{Http1Body, VisitorBody};
 use self::guard::Guarded;
@@ -70,14 +70,45 @@ pub async fn serve<H, Fut>(
     Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let limit = Arc::new(Semaphore::new(opts.max_connections));
-    serve_limited(listener, tls, opts, metrics, handler, limit, shutdown).await;
+    let accept = Accept::Listener(listener, Vec::new());
+    serve_limited(accept, tls, opts, metrics, handler, limit, shutdown).await;
 }
 
-/// As [`serve`], counting connections against `limit`, which several accept loops on clones of
-/// one listener (one per worker thread) share, so that `--max-connections` holds for the
-/// process. `opts.max_connections` is not used.
+/// A connection accepted by one worker thread and handed to another, with its place under the
+/// connection limit.
+#[derive(Debug)]
+pub struct Handoff {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// Where a worker's connections come from.
+#[derive(Debug)]
+pub enum Accept {
+    /// Accepted here from the listener. Each new connection goes, in turn, to this worker or
+    /// to one of the others through its sender: the kernel would otherwise hand a burst of
+    /// connections to whichever thread woke first, and keep-alive connections would then load
+    /// one thread for their whole life while the others idle.
+    Listener(TcpListener, Vec<mpsc::UnboundedSender<Handoff>>),
+    /// Handed over by the worker that owns the listener. The channel is unbounded, but what it
+    /// holds is bounded by the connection limit, whose permits travel with the connections.
+    Handed(mpsc::UnboundedReceiver<Handoff>),
+}
+
+/// A channel for handing connections to a worker.
+pub fn handoff() -> (
+    mpsc::UnboundedSender<Handoff>,
+    mpsc::UnboundedReceiver<Handoff>,
+) {
+    mpsc::unbounded_channel()
+}
+
+/// As [`serve`], for one of several worker threads: connections come from `accept` and count
+/// against `limit`, which all workers share, so that `--max-connections` holds for the process.
+/// `opts.max_connections` is not used.
 pub async fn serve_limited<H, Fut>(
-    listener: TcpListener,
+    accept: Accept,
     tls: Option<tokio_rustls::TlsAcceptor>,
     opts: ServerOptions,
     metrics: Option<Metrics>,
@@ -109,40 +140,134 @@ pub async fn serve_limited<H, Fut>(
     let (stop, _) = watch::channel(false);
     tokio::pin!(shutdown);
 
-    loop {
-        let (stream, peer) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    match accept {
+        Accept::Listener(listener, peers) => {
+            let mut turn = 0usize;
+            loop {
+                let (stream, peer) = tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and similar: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    if let Some(m) = &shared.metrics {
+                        m.connections_rejected.inc();
+                    }
+                    tokio::spawn(async move {
+                        let mut stream = stream;
+                        let write = stream.write_all(OVER_LIMIT);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                        let _ = stream.shutdown().await;
+                    });
                     continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            if let Some(m) = &shared.metrics {
-                m.connections_rejected.inc();
+                };
+                turn = (turn + 1) % (peers.len() + 1);
+                let (stream, permit) = match turn.checked_sub(1).map(|w| &peers[w]) {
+                    None => (stream, permit),
+                    Some(peer_worker) => match hand(peer_worker, stream, peer, permit) {
+                        Ok(()) => continue,
+                        // That worker is gone (shutting down): served here instead.
+                        Err(Some(back)) => back,
+                        Err(None) => continue,
+                    },
+                };
+                shared.start(stream, peer, permit, &tls, &stop);
             }
-            tokio::spawn(async move {
-                let mut stream = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(OVER_LIMIT))
-                    .await;
-                let _ = stream.shutdown().await;
-            });
-            continue;
-        };
+            // Stop accepting now, not once the connections have drained.
+            drop(listener);
+        }
+        Accept::Handed(mut handed) => loop {
+            let h = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                h = handed.recv() => match h {
+                    Some(h) => h,
+                    None => break,
+                },
+            };
+            match TcpStream::from_std(h.stream) {
+                Ok(stream) => shared.start(stream, h.peer, h.permit, &tls, &stop),
+                Err(e) => tracing::warn!(error = %e, "cannot take over a handed connection"),
+            }
+        },
+    }
+    let _ = stop.send(true);
+    tokio::select! {
+        () = stop.closed() => tracing::debug!("all connections drained"),
+        () = tokio::time::sleep(opts.shutdown_grace) => {
+            tracing::warn!(grace = ?opts.shutdown_grace, "shutdown grace ran out; closing connections");
+        }
+    }
+}
+
+/// Hands an accepted connection to another worker. `Err(Some(..))`: that worker has stopped
+/// taking connections, and the connection is given back; `Err(None)`: it could not be moved off
+/// this thread's runtime and is closed.
+fn hand(
+    to: &mpsc::UnboundedSender<Handoff>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+) -> Result<(), Option<(TcpStream, OwnedSemaphorePermit)>> {
+    let stream = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand a connection to another worker");
+            return Err(None);
+        }
+    };
+    match to.send(Handoff {
+        stream,
+        peer,
+        permit,
+    }) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::SendError(h)) => match TcpStream::from_std(h.stream) {
+            Ok(stream) => Err(Some((stream, h.permit))),
+            Err(_) => Err(None),
+        },
+    }
+}
+
+/// What every connection of one accept loop shares.
+struct Shared<H> {
+    h2: http2::Builder<TokioExecutor>,
+    limits: h1::Limits,
+    metrics: Option<Arc<Metrics>>,
+    handler: H,
+}
+
+impl<H, Fut> Shared<H>
+where
+    H: Fn(Request<VisitorBody>, ConnInfo) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
+    /// Serves an accepted connection in a task of its own, under `permit`, until it ends or
+    /// `stop` tells it to.
+    fn start(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        tls: &Option<tokio_rustls::TlsAcceptor>,
+        stop: &watch::Sender<bool>,
+    ) {
         let info = ConnInfo {
             peer,
             tls: tls.is_some(),
         };
-        let shared = shared.clone();
+        let shared = self.clone();
         let stop = stop.subscribe();
-        match &tls {
+        match tls {
             None => {
                 let io = Io::Plain(Guarded::new(stream, shared.metrics.clone()));
                 tokio::spawn(async move {
@@ -177,29 +302,7 @@ pub async fn serve_limited<H, Fut>(
             }
         }
     }
-    drop(listener);
-    let _ = stop.send(true);
-    tokio::select! {
-        () = stop.closed() => tracing::debug!("all connections drained"),
-        () = tokio::time::sleep(opts.shutdown_grace) => {
-            tracing::warn!(grace = ?opts.shutdown_grace, "shutdown grace ran out; closing connections");
-        }
-    }
-}
 
-/// What every connection of one accept loop shares.
-struct Shared<H> {
-    h2: http2::Builder<TokioExecutor>,
-    limits: h1::Limits,
-    metrics: Option<Arc<Metrics>>,
-    handler: H,
-}
-
-impl<H, Fut> Shared<H>
-where
-    H: Fn(Request<VisitorBody>, ConnInfo) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<ProxyBody>> + Send + 'static,
-{
     /// Serves a connection that speaks HTTP/1.1, or HTTP/2 with prior knowledge.
     async fn connection(&self, io: Io, info: ConnInfo, mut stop: watch::Receiver<bool>) {
         let stopped = async {
@@ -253,5 +356,76 @@ impl Drop for Active<'_> {
         if let Some(m) = self.0 {
             m.connections_active.dec();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    /// The worker that owns the listener hands every other connection to its peer, which
+    /// serves them on its own runtime; each connection is answered once, by one worker.
+    #[tokio::test]
+    async fn connections_are_handed_out_in_turn() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (to_peer, mut handed) = handoff();
+        let opts = ServerOptions {
+            header_read_timeout: Duration::from_secs(5),
+            max_header_size: 16 * 1024,
+            max_connections: 16,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let answer = |_req, _info| async { Response::new(ProxyBody::full("here")) };
+        let limit = Arc::new(Semaphore::new(16));
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve_limited(
+            Accept::Listener(listener, vec![to_peer]),
+            None,
+            opts,
+            None,
+            answer,
+            limit.clone(),
+            async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            },
+        ));
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                .await
+                .unwrap();
+            conns.push(s);
+        }
+        // Two of the four were handed over, with their permits, and not answered here.
+        let mut taken = Vec::new();
+        for _ in 0..2 {
+            let h = tokio::time::timeout(Duration::from_secs(2), handed.recv())
+                .await
+                .expect("a connection is handed over")
+                .unwrap();
+            taken.push(h);
+        }
+        assert!(
+            handed.try_recv().is_err(),
+            "only every other connection is handed"
+        );
+        assert_eq!(limit.available_permits(), 12);
+        let mut answered = 0;
+        for s in &mut conns {
+            let mut buf = [0u8; 256];
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf)).await
+                && buf[..n].starts_with(b"HTTP/1.1 200")
+            {
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 2);
+        let _ = stop_tx.send(true);
+        server.await.unwrap();
     }
 }
