@@ -7,6 +7,7 @@
 # random visitors). Startup, warm-up and shutdown are not counted.
 # Usage: benches/load/instructions.sh [--seconds S] BINARY... [-- kappe flags...]
 #        (default flags: --cap 3/1d)
+# Environment: KEEP_CALLGRIND=PREFIX keeps each profile as PREFIX.BINARY for callgrind_annotate.
 # Needs valgrind (callgrind_control), nginx, wrk and curl.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +17,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --seconds) secs=$2; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) bins+=("$1"); shift ;;
   esac
 done
@@ -43,6 +44,7 @@ for bin in "${bins[@]}"; do
   callgrind_control -i off "$k" >/dev/null 2>&1
   kill -INT "$k"; wait "$k" || true
   n=$(awk '/^ +[0-9]+ requests in/{print $1}' "$tmp/wrk")
+  [[ -z ${KEEP_CALLGRIND:-} ]] || cp "$tmp/cg.out" "$KEEP_CALLGRIND.$(basename "$bin")"
   ir=$(awk '/^totals:/{print $2; exit}' "$tmp/cg.out")
   printf '%s: %d requests, %d instructions per request\n' "$bin" "$n" "$((ir / n))"
 done
