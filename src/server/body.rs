@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 
 use super::io::Io;
 use crate::proxy::body::BoxError;
@@ -52,6 +52,10 @@ pub(super) struct Reader {
     pub(super) io: Io,
     pub(super) buf: BytesMut,
     pub(super) left: Left,
+    /// What is still to be written of an interim `100 Continue` before the body is read.
+    pub(super) interim: &'static [u8],
+    /// The interim answer has been written and is still to be flushed.
+    pub(super) flush: bool,
 }
 
 /// The connection's reading side, shared between the connection and the request body.
@@ -107,9 +111,26 @@ impl Http1Body {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         let mut slot = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(r) = slot.as_mut() else {
-            // The connection took its reader back: the handler has already answered.
-            return Poll::Ready(None);
+            // The connection took its reader back: the handler has already answered, and what
+            // was not read of the body is gone with the connection.
+            return Poll::Ready(Some(Err(io::Error::other(
+                "the request body was read after the request was answered",
+            )
+            .into())));
         };
+        // The visitor waits for leave to send the body.
+        while !r.interim.is_empty() {
+            let n = ready!(Pin::new(&mut r.io).poll_write(cx, r.interim))?;
+            if n == 0 {
+                return Poll::Ready(Some(Err(io::Error::from(io::ErrorKind::WriteZero).into())));
+            }
+            r.interim = &r.interim[n..];
+            r.flush = r.interim.is_empty();
+        }
+        if r.flush {
+            ready!(Pin::new(&mut r.io).poll_flush(cx))?;
+            r.flush = false;
+        }
         loop {
             match &mut r.left {
                 Left::Done => return Poll::Ready(None),

@@ -7,7 +7,8 @@
 //!   400, one not complete within `--header-read-timeout` 408; each closes the connection.
 //!   Ambiguous framing never gets this far: the guard (`guard.rs`) has cut the stream.
 //! - A body is read only as the handler asks for it ([`super::body`]). `Expect: 100-continue`
-//!   is answered before the handler runs.
+//!   is answered when the handler first asks for the body, so an answer that needs none (413, a
+//!   refusal) spares the visitor the upload.
 //! - A response's framing follows its body: a known length is sent as `content-length`, an open
 //!   body chunked (or, to an HTTP/1.0 visitor, until the connection closes). A banner's head and
 //!   body leave in one write.
@@ -51,7 +52,8 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 /// How long a refused connection's answer is given to be written and the rest of the visitor's
 /// bytes to be read and discarded, so that the close does not reset the answer away.
 const LINGER: Duration = Duration::from_millis(500);
-const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// The interim answer to `Expect: 100-continue`.
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Limits of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -109,6 +111,8 @@ where
         io,
         buf: BytesMut::with_capacity(READ_BUFFER),
         left: Left::Done,
+        interim: b"",
+        flush: false,
     };
     let mut out = BytesMut::with_capacity(READ_BUFFER);
     let mut first = true;
@@ -140,12 +144,13 @@ where
         let resp = if matches!(left, Left::Done) {
             handler(req.map(|()| VisitorBody::Empty), info).await
         } else {
-            if expect_continue
-                && reader.buf.is_empty()
-                && reader.io.write_all(CONTINUE).await.is_err()
-            {
-                return Ended::Closed;
-            }
+            // Asked for only when the handler first reads the body: an answer that needs no
+            // body (413, a refusal) spares the visitor sending it.
+            reader.interim = if expect_continue && reader.buf.is_empty() {
+                CONTINUE
+            } else {
+                b""
+            };
             let length = match left {
                 Left::Length(n) => Some(n),
                 _ => None,

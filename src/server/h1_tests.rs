@@ -177,7 +177,7 @@ async fn keep_alive_follows_the_version_and_connection() {
 }
 
 /// Bodies by length and chunked are read as the handler asks; `Expect: 100-continue` is
-/// answered before the body is sent; a body the handler leaves unread closes the connection
+/// answered when the handler asks for the body, and not at all when it answers without; a body the handler leaves unread closes the connection
 /// after the answer, so that it is never read as a request.
 #[tokio::test]
 async fn request_bodies_are_read_on_demand() {
@@ -209,6 +209,20 @@ async fn request_bodies_are_read_on_demand() {
     s.write_all(b"abc").await.unwrap();
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).ends_with("abc"));
+
+    // A handler that answers without the body never asks for it.
+    let mut s = TcpStream::connect(k.addr).await.unwrap();
+    s.write_all(
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    let a = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        a.starts_with("HTTP/1.1 200 OK\r\n") && a.contains("connection: close"),
+        "{a}"
+    );
 
     let unread = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 40\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
     let a = exchange(k.addr, unread, QUIET).await;
