@@ -39,7 +39,9 @@ use super::body::{Http1Body, Left, Reader, VisitorBody, take_back};
 use super::io::Io;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::forward::list_items;
-use crate::proxy::upstream::wire::{self, ChunkedDecoder, LAST_CHUNK, encode_chunk};
+use crate::proxy::upstream::wire::{
+    self, ChunkedDecoder, ConnectionTokens, LAST_CHUNK, encode_chunk,
+};
 
 /// The most header lines a request may have.
 const MAX_HEADERS: usize = 128;
@@ -254,7 +256,7 @@ fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
     // Offsets of the header names and values, to slice them out of the head once it is split
     // off the buffer. The field array is left uninitialised: zeroing it would cost more than
     // parsing a typical head.
-    let mut spans: Vec<(usize, usize, usize, usize)>;
+    let spans;
     let (len, method, version, target) = {
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut []);
@@ -275,18 +277,9 @@ fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
             Some(1) => Version::HTTP_11,
             _ => return Err(HeadError::Malformed),
         };
-        let base = buf.as_ptr() as usize;
         let path = req.path.unwrap_or_default();
-        let target = (path.as_ptr() as usize - base, path.len());
-        spans = Vec::with_capacity(req.headers.len());
-        spans.extend(req.headers.iter().map(|h| {
-            (
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
-            )
-        }));
+        let target = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
+        spans = wire::field_spans(buf, req.headers);
         (len, method, version, target)
     };
     let head = buf.split_to(len).freeze();
@@ -294,14 +287,9 @@ fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
         .map_err(|_| HeadError::Malformed)?;
     // Room for the fields the proxy adds (forwarding, Via, hints), so that the map does not
     // grow and rehash on the way upstream.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 8);
-    for (name, name_len, value, value_len) in spans {
-        let name =
-            wire::header_name(&head[name..name + name_len]).map_err(|_| HeadError::Malformed)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
-            .map_err(|_| HeadError::Malformed)?;
-        headers.append(name, value);
-    }
+    let mut connection = ConnectionTokens::default();
+    let headers =
+        wire::header_map(&head, spans, 8, &mut connection).map_err(|_| HeadError::Malformed)?;
 
     let left = if headers.contains_key(header::TRANSFER_ENCODING) {
         // The guard has already refused a coding with a length, in HTTP/1.0, or not ending in
@@ -319,12 +307,7 @@ fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
             Some(n) => Left::Length(n),
         }
     };
-    let (mut close, mut keep) = (false, false);
-    for token in list_items(&headers, header::CONNECTION) {
-        close |= token.eq_ignore_ascii_case("close");
-        keep |= token.eq_ignore_ascii_case("keep-alive");
-    }
-    let keep_alive = !close && (version == Version::HTTP_11 || keep);
+    let keep_alive = !connection.close && (version == Version::HTTP_11 || connection.keep_alive);
     let expect_continue = version == Version::HTTP_11
         && !matches!(left, Left::Done)
         && headers

@@ -149,40 +149,60 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         } else {
             Version::HTTP_11
         };
-        // The values are slices of the head, shared rather than copied.
-        let n = resp.headers.len();
-        let spans: Vec<(usize, usize, usize, usize)> = {
-            let base = buf.as_ptr() as usize;
-            resp.headers
-                .iter()
-                .map(|h| {
-                    let name = h.name.as_ptr() as usize - base;
-                    let value = h.value.as_ptr() as usize - base;
-                    (name, h.name.len(), value, h.value.len())
-                })
-                .collect()
-        };
+        let spans = field_spans(buf, resp.headers);
         let head = buf.split_to(len).freeze();
-        // Room for the fields kappe adds (Via, Date, a cookie, hints) without regrowing.
-        let mut headers = HeaderMap::with_capacity(n + 6);
         let mut connection = ConnectionTokens::default();
-        for (name, name_len, value, value_len) in spans {
-            let raw_name = &head[name..name + name_len];
-            // A Connection line of only `close` and `keep-alive` says all it has to say here and
-            // never travels on: it is not put into the map, which then usually holds no
-            // hop-by-hop field for the proxy to remove.
-            if raw_name.eq_ignore_ascii_case(b"connection")
-                && connection.read(&head[value..value + value_len])
-            {
-                continue;
-            }
-            let name = header_name(raw_name).map_err(|_| WireError::Malformed)?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
-                .map_err(|_| WireError::Malformed)?;
-            headers.append(name, value);
-        }
+        // Room for the fields kappe adds (Via, Date, a cookie, hints) without regrowing.
+        let headers = header_map(&head, spans, 6, &mut connection)?;
         return head_from(status, version, headers, connection, head_request).map(Some);
     }
+}
+
+/// Where each field of a head lies in the buffer httparse read it from: offsets and lengths of
+/// name and value, so that they can be sliced out of the head once it is split off and frozen.
+pub(crate) type Spans = Vec<(usize, usize, usize, usize)>;
+
+/// The [`Spans`] of `parsed`, fields of a head at the start of `buf`.
+pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans {
+    let base = buf.as_ptr() as usize;
+    parsed
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            (name, h.name.len(), value, h.value.len())
+        })
+        .collect()
+}
+
+/// The header map of a frozen head (a request's or an answer's), with room for `extra` more
+/// fields. Values are slices of the head, shared rather than copied; names come from
+/// [`header_name`]. A `Connection` line of only `close` and `keep-alive` is read into
+/// `connection` and not put into the map: it says all it has to say to this hop and never
+/// travels on, so the map then usually holds no hop-by-hop field for the proxy to remove.
+///
+/// # Errors
+/// A name or value that is not valid.
+pub(crate) fn header_map(
+    head: &Bytes,
+    spans: Spans,
+    extra: usize,
+    connection: &mut ConnectionTokens,
+) -> Result<HeaderMap, WireError> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
+    for (name, name_len, value, value_len) in spans {
+        let raw_name = &head[name..name + name_len];
+        if raw_name.eq_ignore_ascii_case(b"connection")
+            && connection.read(&head[value..value + value_len])
+        {
+            continue;
+        }
+        let name = header_name(raw_name).map_err(|_| WireError::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| WireError::Malformed)?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// The field name for `raw` as it appeared in a head, from a small per-thread cache of the names
@@ -316,11 +336,11 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, WireError> {
     Ok(found)
 }
 
-/// The connection options of a response's `Connection` lines.
+/// The connection options of a message's `Connection` lines.
 #[derive(Clone, Copy, Debug, Default)]
-struct ConnectionTokens {
-    close: bool,
-    keep_alive: bool,
+pub(crate) struct ConnectionTokens {
+    pub(crate) close: bool,
+    pub(crate) keep_alive: bool,
 }
 
 impl ConnectionTokens {
