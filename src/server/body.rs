@@ -93,7 +93,8 @@ impl Body for VisitorBody {
     fn is_end_stream(&self) -> bool {
         match self {
             VisitorBody::Empty => true,
-            VisitorBody::Http1(b) => b.length == Some(0),
+            // An empty HTTP/1.1 body is `Empty`; this one has bytes still to come.
+            VisitorBody::Http1(_) => false,
             VisitorBody::Http2(b) => b.is_end_stream(),
         }
     }
