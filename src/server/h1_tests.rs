@@ -58,6 +58,10 @@ async fn answer(up: Upstream, req: Request<VisitorBody>) -> Response<ProxyBody> 
             let resp = up.send(get).await.expect("the upstream answers");
             resp.map(ProxyBody::Stream)
         }
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Response::new(ProxyBody::full("late"))
+        }
         "/empty" => {
             let mut r = Response::new(ProxyBody::Empty);
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -267,4 +271,28 @@ async fn shutdown_closes_idle_connections() {
         .await
         .expect("the server returns")
         .unwrap();
+}
+
+/// A request in flight when the server stops is answered, with `connection: close`, and then
+/// the connection closes.
+#[tokio::test]
+async fn a_request_in_flight_at_shutdown_is_answered_and_closed() {
+    let mut k = start().await;
+    let mut s = TcpStream::connect(k.addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    k.stop.take().unwrap().send(()).unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut answer))
+        .await
+        .expect("the connection closes after the answer")
+        .unwrap();
+    let a = String::from_utf8_lossy(&answer);
+    assert!(
+        a.starts_with("HTTP/1.1 200") && a.contains("connection: close"),
+        "{a}"
+    );
+    assert!(a.ends_with("late"), "{a}");
 }
