@@ -35,7 +35,13 @@ use crate::metrics::Metrics;
 use crate::proxy::body::ProxyBody;
 
 /// What a request handler learns about the connection it came on.
+///
+/// Aligned to 8 bytes so that, as an argument of an async handler, it is laid out next to the
+/// request at the front of the handler's future rather than after the space of everything the
+/// future awaits: a new future is moved into place by copying the span its arguments occupy,
+/// and that span was the whole 3.8 kB future rather than its first 0.3 kB.
 #[derive(Clone, Copy, Debug)]
+#[repr(align(8))]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
