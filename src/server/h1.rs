@@ -18,6 +18,7 @@
 //! - A connection whose first bytes are the HTTP/2 preface is handed back to the caller with
 //!   those bytes, for the HTTP/2 server.
 
+use std::fmt::Write as _;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
@@ -353,6 +354,8 @@ async fn write_response(
     if list_items(h, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close")) {
         keep_alive = false;
     }
+    // The framing fields are written from `framing`, not kept in the map: a banner's answer
+    // thus costs no change to the map on its way out.
     let framing = if head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -360,22 +363,12 @@ async fn write_response(
     {
         Framing::None
     } else if let Some(n) = body.size_hint().exact() {
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        h.remove(header::TRANSFER_ENCODING);
         Framing::Length(n)
     } else if let Ok(Some(n)) = wire::content_length(h) {
-        h.remove(header::TRANSFER_ENCODING);
         Framing::Length(n)
     } else if version == Version::HTTP_11 {
-        h.remove(header::CONTENT_LENGTH);
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
         Framing::Chunked
     } else {
-        h.remove(header::CONTENT_LENGTH);
-        h.remove(header::TRANSFER_ENCODING);
         keep_alive = false;
         Framing::Close
     };
@@ -384,10 +377,10 @@ async fn write_response(
     } else if version == Version::HTTP_10 {
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
-    h.entry(header::DATE).or_insert_with(date::now);
 
     out.clear();
-    encode_head(status, h, out);
+    encode_head(status, h, framing, out);
+    wire::recycle(std::mem::take(h));
     if framing == Framing::None {
         io.write_all(out).await?;
         return Ok(keep_alive);
@@ -446,18 +439,40 @@ async fn write_response(
     Ok(keep_alive && framing != Framing::Close)
 }
 
-/// The status line and header fields, in the order the handler left them.
-fn encode_head(status: StatusCode, headers: &HeaderMap, out: &mut BytesMut) {
-    out.reserve(64 + headers.len() * 48);
+/// The status line and header fields, in the order the handler left them, then the framing
+/// fields for `framing` and a Date field when the handler set none. With a body to delimit, the
+/// map's own Content-Length and Transfer-Encoding are left out: `framing` says how the body is
+/// sent. Without one (HEAD, 1xx, 204, 304), they are sent as the handler left them.
+fn encode_head(status: StatusCode, headers: &HeaderMap, framing: Framing, out: &mut BytesMut) {
+    out.reserve(128 + headers.len() * 48);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
+    let delimited = framing != Framing::None;
+    let mut dated = false;
     for (name, value) in headers {
+        if delimited && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
+            continue;
+        }
+        dated |= name == header::DATE;
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            // Writing into a BytesMut cannot fail.
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {}
+    }
+    if !dated {
+        out.put_slice(b"date: ");
+        date::write(out);
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"\r\n");
@@ -467,12 +482,10 @@ fn encode_head(status: StatusCode, headers: &HeaderMap, out: &mut BytesMut) {
 /// what the visitor sent is read and dropped for a moment, so that closing with unread bytes
 /// does not reset the answer away before the visitor reads it.
 async fn refuse(io: &mut Io, out: &mut BytesMut, status: StatusCode) {
-    let mut h = HeaderMap::with_capacity(3);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let mut h = HeaderMap::with_capacity(1);
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    h.insert(header::DATE, date::now());
     out.clear();
-    encode_head(status, &h, out);
+    encode_head(status, &h, Framing::Length(0), out);
     let _ = tokio::time::timeout(LINGER, async {
         io.write_all(out).await?;
         io.shutdown().await?;
@@ -494,28 +507,24 @@ mod date {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    use http::HeaderValue;
+    use bytes::BytesMut;
 
     thread_local! {
-        static CACHE: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((0, None)) };
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
     }
 
-    /// The current time as an HTTP date.
-    pub(super) fn now() -> HeaderValue {
+    /// Writes the current time as an HTTP date, formatted once a second per thread.
+    pub(super) fn write(out: &mut BytesMut) {
         let now = SystemTime::now();
         let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            match &c.1 {
-                Some(v) if c.0 == secs => v.clone(),
-                _ => {
-                    let v = HeaderValue::from_str(&httpdate::fmt_http_date(now))
-                        .expect("an HTTP date is a valid field value");
-                    *c = (secs, Some(v.clone()));
-                    v
-                }
+        CACHE.with_borrow_mut(|c| {
+            if c.0 != secs || c.1.is_empty() {
+                c.1.clear();
+                c.1.push_str(&httpdate::fmt_http_date(now));
+                c.0 = secs;
             }
-        })
+            out.extend_from_slice(c.1.as_bytes());
+        });
     }
 }
 

@@ -62,6 +62,15 @@ async fn answer(up: Upstream, req: Request<VisitorBody>) -> Response<ProxyBody> 
             tokio::time::sleep(Duration::from_millis(300)).await;
             Response::new(ProxyBody::full("late"))
         }
+        // Framing fields that disagree with the body, and a Date of the handler's own.
+        "/stale" => {
+            let mut r = Response::new(ProxyBody::full("ok"));
+            let h = r.headers_mut();
+            h.insert("content-length", "99".parse().unwrap());
+            h.insert("transfer-encoding", "chunked".parse().unwrap());
+            h.insert("date", "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap());
+            r
+        }
         "/empty" => {
             let mut r = Response::new(ProxyBody::Empty);
             *r.status_mut() = StatusCode::NO_CONTENT;
@@ -149,6 +158,20 @@ async fn answers_are_framed_by_their_bodies() {
         a.starts_with("HTTP/1.1 200") && a.ends_with("\r\n\r\n"),
         "{a}"
     );
+
+    // The body decides the framing, whatever fields the handler left; its Date is kept.
+    let a = exchange(k.addr, b"GET /stale HTTP/1.1\r\nHost: a\r\n\r\n", QUIET).await;
+    assert_eq!(a.matches("content-length").count(), 1, "{a}");
+    assert!(a.contains("content-length: 2\r\n"), "{a}");
+    assert!(!a.contains("transfer-encoding"), "{a}");
+    assert_eq!(a.matches("date: ").count(), 1, "{a}");
+    assert!(a.contains("date: Sun, 06 Nov 1994 08:49:37 GMT\r\n"), "{a}");
+    assert!(a.ends_with("\r\n\r\nok"), "{a}");
+
+    // A HEAD answer keeps the length the handler gave it, for the body it would have had.
+    let a = exchange(k.addr, b"HEAD /stale HTTP/1.1\r\nHost: a\r\n\r\n", QUIET).await;
+    assert!(a.contains("content-length: 99\r\n"), "{a}");
+    assert!(a.ends_with("\r\n\r\n"), "{a}");
 
     let a = exchange(k.addr, b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\n", QUIET).await;
     assert!(

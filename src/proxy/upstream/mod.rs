@@ -147,7 +147,7 @@ impl Upstream {
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let framing = match &body {
             UpstreamBody::Empty if wire::expects_body(&parts.method) => BodyFraming::Length(0),
             UpstreamBody::Empty => BodyFraming::None,
@@ -159,6 +159,7 @@ impl Upstream {
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let mut head = BytesMut::new();
         wire::encode_head(&parts.method, target, &parts.headers, framing, &mut head);
+        wire::recycle(std::mem::take(&mut parts.headers));
         let head_request = parts.method == Method::HEAD;
         let repeatable = matches!(body, UpstreamBody::Empty)
             && matches!(

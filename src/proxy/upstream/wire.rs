@@ -189,7 +189,7 @@ pub(crate) fn header_map(
     extra: usize,
     connection: &mut ConnectionTokens,
 ) -> Result<HeaderMap, WireError> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + extra);
+    let mut headers = spare_map(spans.len() + extra);
     for (name, name_len, value, value_len) in spans {
         let raw_name = &head[name..name + name_len];
         if raw_name.eq_ignore_ascii_case(b"connection")
@@ -203,6 +203,39 @@ pub(crate) fn header_map(
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// Maps of heads already written, cleared, for [`header_map`] to fill again. Every request
+/// builds two maps and drops them once their heads are on the wire; reusing them spares four
+/// allocations of over a kilobyte, which the allocator serves on its slow path.
+const SPARE_MAPS: usize = 8;
+/// A map that grew beyond this many fields (an unusual head) is dropped rather than kept.
+const SPARE_MAP_FIELDS: usize = 64;
+
+thread_local! {
+    static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty map with room for `capacity` fields: a spare one when there is one.
+fn spare_map(capacity: usize) -> HeaderMap {
+    SPARE
+        .with_borrow_mut(Vec::pop)
+        .filter(|m| m.capacity() >= capacity)
+        .unwrap_or_else(|| HeaderMap::with_capacity(capacity))
+}
+
+/// Gives back the map of a head that has been written, for [`header_map`] to reuse. At most
+/// [`SPARE_MAPS`] are kept per thread, none over [`SPARE_MAP_FIELDS`] fields.
+pub(crate) fn recycle(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > SPARE_MAP_FIELDS {
+        return;
+    }
+    map.clear();
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_MAPS {
+            spare.push(map);
+        }
+    });
 }
 
 /// The field name for `raw` as it appeared in a head, from a small per-thread cache of the names
@@ -579,6 +612,33 @@ mod tests {
     fn head(raw: &str, head_request: bool) -> Result<Option<Head>, WireError> {
         let mut buf = BytesMut::from(raw.as_bytes());
         parse_head(&mut buf, head_request)
+    }
+
+    /// A recycled map comes back empty with its room; an empty or outsized map is not kept.
+    #[test]
+    fn recycled_maps_come_back_empty() {
+        std::thread::spawn(|| {
+            let mut connection = ConnectionTokens::default();
+            let raw = Bytes::from_static(b"a: 1\r\nb: 2\r\n");
+            let spans = vec![(0, 1, 3, 1), (6, 1, 9, 1)];
+            let map = header_map(&raw, spans.clone(), 10, &mut connection).unwrap();
+            assert_eq!(map.len(), 2);
+            let room = map.capacity();
+            recycle(map);
+            let again = spare_map(4);
+            assert!(again.is_empty());
+            assert_eq!(again.capacity(), room);
+            recycle(HeaderMap::new());
+            recycle(HeaderMap::with_capacity(SPARE_MAP_FIELDS * 2));
+            assert!(SPARE.with_borrow(Vec::is_empty));
+            // A spare map too small for the head is not used.
+            recycle(HeaderMap::with_capacity(2));
+            let big = spare_map(40);
+            assert!(big.capacity() >= 40);
+            assert!(SPARE.with_borrow(Vec::is_empty));
+        })
+        .join()
+        .unwrap();
     }
 
     /// Cached names are the names `HeaderName::from_bytes` makes, whatever the spelling, and
