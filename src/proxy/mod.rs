@@ -582,24 +582,20 @@ impl Proxy {
         ProxyError::StoreUnavailable
     }
 
-    /// Sends one request upstream, bounded by the response timeout.
+    /// Sends one request upstream; the client bounds it by `--upstream-timeout`.
     async fn send(
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<upstream::ResponseBody>, ProxyError> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.cfg.upstream_timeout, self.upstream.send(req)).await;
+        let result = self.upstream.send(req).await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());
-        match result {
-            Err(_) => Err(ProxyError::UpstreamTimeout),
-            Ok(Ok(resp)) => {
-                self.metrics.upstream_up.set(1);
-                Ok(resp)
-            }
-            Ok(Err(e)) => Err(e),
+        if result.is_ok() {
+            self.metrics.upstream_up.set(1);
         }
+        result
     }
 }
 

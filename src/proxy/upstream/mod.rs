@@ -12,6 +12,8 @@
 mod body;
 pub mod wire;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 pub use self::body::ResponseBody;
 use self::wire::{BodyFraming, Framing};
@@ -41,6 +44,8 @@ const READ_BUFFER: usize = 8 * 1024;
 pub struct Upstream {
     authority: Authority,
     connect_timeout: Duration,
+    /// How long an answer's head may take, from the request's start (`--upstream-timeout`).
+    response_timeout: Duration,
     max_body: u64,
     pool: Arc<Pool>,
 }
@@ -50,6 +55,41 @@ pub struct Upstream {
 pub(crate) struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    /// The connection's one timer for answers that take too long. Arming a timer for every
+    /// request costs two changes to the runtime's timer wheel; this one is left where it was
+    /// and, when it fires before the current request's deadline, moved to that deadline.
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Conn {
+    fn new(io: TcpStream) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_BUFFER),
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+}
+
+/// `work`, unless `deadline` passes first (`None`), timed by a connection's `timer`.
+async fn by<T>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: tokio::time::Instant,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            () = timer.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+    }
 }
 
 /// Idle connections, most recently used last. They were pushed in time order and are taken
@@ -121,6 +161,7 @@ impl Upstream {
         Upstream {
             authority: cfg.upstream_authority.clone(),
             connect_timeout: cfg.upstream_connect_timeout,
+            response_timeout: cfg.upstream_timeout,
             max_body: cfg.max_body_size,
             pool: Arc::default(),
         }
@@ -132,17 +173,19 @@ impl Upstream {
         Upstream {
             authority,
             connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
             pool: Arc::default(),
         }
     }
 
     /// Sends a request whose head is ready for the upstream and returns the answer's head, with
-    /// a body that reads the rest.
+    /// a body that reads the rest. The answer's head must arrive within the response timeout
+    /// of the call, connecting and retrying included.
     ///
     /// # Errors
-    /// Connecting failed or timed out, the visitor's body went over the limit, or the upstream
-    /// broke the exchange.
+    /// Connecting failed or timed out, the visitor's body went over the limit, the upstream
+    /// broke the exchange, or its answer took too long.
     pub async fn send(
         &self,
         req: Request<UpstreamBody>,
@@ -166,6 +209,7 @@ impl Upstream {
                 parts.method,
                 Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
             );
+        let deadline = tokio::time::Instant::now() + self.response_timeout;
         let mut body = Some(body);
         loop {
             let pooled = self.pool.take_open();
@@ -174,11 +218,13 @@ impl Upstream {
                 Some(conn) => conn,
                 // Boxed, like the body writer below: both are rare, and inline they would
                 // enlarge every request's future, which hyper moves into place.
-                None => Box::pin(self.connect()).await?,
+                None => tokio::time::timeout_at(deadline, Box::pin(self.connect()))
+                    .await
+                    .map_err(|_| ProxyError::UpstreamTimeout)??,
             };
             let this_body = body.take().unwrap_or(UpstreamBody::Empty);
             match self
-                .exchange(&mut conn, &head, this_body, framing, head_request)
+                .exchange(&mut conn, deadline, &head, this_body, framing, head_request)
                 .await
             {
                 Ok(answer) => return Ok(self.response(conn, answer)),
@@ -214,27 +260,30 @@ impl Upstream {
             .map_err(|_| ProxyError::UpstreamConnectTimeout)??;
         // Heads are written whole; Nagle would only hold them back.
         let _ = io.set_nodelay(true);
-        Ok(Conn {
-            io,
-            buf: BytesMut::with_capacity(READ_BUFFER),
-        })
+        Ok(Conn::new(io))
     }
 
-    /// Writes the request and reads the answer's head.
+    /// Writes the request and reads the answer's head, by `deadline`.
     async fn exchange(
         &self,
         conn: &mut Conn,
+        deadline: tokio::time::Instant,
         head: &[u8],
         body: UpstreamBody,
         framing: BodyFraming,
         head_request: bool,
     ) -> Result<wire::Head, Failure> {
-        if conn.io.write_all(head).await.is_err() {
-            return Err(Failure::Unanswered);
+        const LATE: Failure = Failure::Fatal(ProxyError::UpstreamTimeout);
+        match by(&mut conn.timer, deadline, conn.io.write_all(head)).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return Err(Failure::Unanswered),
+            None => return Err(LATE),
         }
         if let UpstreamBody::Limited { .. } = body {
-            Box::pin(self.write_body(conn, body, framing))
+            let write = Box::pin(Self::write_body(&mut conn.io, self.max_body, body, framing));
+            by(&mut conn.timer, deadline, write)
                 .await
+                .ok_or(LATE)?
                 .map_err(Failure::Fatal)?;
         }
         let mut read_any = false;
@@ -248,7 +297,8 @@ impl Upstream {
             if conn.buf.capacity() - conn.buf.len() < 1024 {
                 conn.buf.reserve(READ_BUFFER);
             }
-            match conn.io.read_buf(&mut conn.buf).await {
+            let read = by(&mut conn.timer, deadline, conn.io.read_buf(&mut conn.buf));
+            match read.await.ok_or(LATE)? {
                 Ok(0) | Err(_) if !read_any => return Err(Failure::Unanswered),
                 Ok(0) | Err(_) => return Err(Failure::Fatal(ProxyError::UpstreamBroken)),
                 Ok(_) => read_any = true,
@@ -258,8 +308,8 @@ impl Upstream {
 
     /// Streams the visitor's body upstream, as `framing` announced it.
     async fn write_body(
-        &self,
-        conn: &mut Conn,
+        io: &mut TcpStream,
+        max_body: u64,
         mut body: UpstreamBody,
         framing: BodyFraming,
     ) -> Result<(), ProxyError> {
@@ -268,7 +318,7 @@ impl Upstream {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
                 if e.is::<BodyTooLarge>() {
-                    ProxyError::BodyTooLarge(self.max_body)
+                    ProxyError::BodyTooLarge(max_body)
                 } else {
                     ProxyError::UpstreamBroken
                 }
@@ -284,15 +334,14 @@ impl Upstream {
             let write = if framing == BodyFraming::Chunked {
                 chunk.clear();
                 wire::encode_chunk(&data, &mut chunk);
-                conn.io.write_all(&chunk).await
+                io.write_all(&chunk).await
             } else {
-                conn.io.write_all(&data).await
+                io.write_all(&data).await
             };
             write.map_err(|_| ProxyError::UpstreamBroken)?;
         }
         match framing {
-            BodyFraming::Chunked => conn
-                .io
+            BodyFraming::Chunked => io
                 .write_all(wire::LAST_CHUNK)
                 .await
                 .map_err(|_| ProxyError::UpstreamBroken),

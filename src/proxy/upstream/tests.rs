@@ -227,6 +227,7 @@ async fn broken_upstreams_are_errors() {
     let refused = Upstream {
         authority: addr.to_string().parse().unwrap(),
         connect_timeout: Duration::from_secs(2),
+        response_timeout: Duration::from_secs(10),
         max_body: 1,
         pool: Arc::default(),
     };
@@ -240,12 +241,7 @@ async fn broken_upstreams_are_errors() {
 async fn idle_connections_expire() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let open = || async {
-        Conn {
-            io: TcpStream::connect(addr).await.unwrap(),
-            buf: BytesMut::new(),
-        }
-    };
+    let open = || async { Conn::new(TcpStream::connect(addr).await.unwrap()) };
     let expired = Instant::now()
         .checked_sub(IDLE_TIMEOUT + Duration::from_secs(1))
         .unwrap();
@@ -277,4 +273,64 @@ async fn bytes_beyond_the_answer_keep_a_connection_out_of_the_pool() {
     let resp = s.upstream.send(get(Method::GET)).await.unwrap();
     assert_eq!(body_of(resp).await, b"ok");
     assert_eq!(s.upstream.pool.idle(), 0);
+}
+
+/// The answer's head must come within the response timeout of each request, timed by the
+/// connection's one timer: a request that outlives the timer's earlier deadline is still
+/// served within its own, and one past its own fails as a timeout.
+#[tokio::test]
+async fn each_request_has_its_own_response_deadline() {
+    const TIMEOUT: Duration = Duration::from_millis(400);
+    // How long the upstream waits before answering each request, on one connection.
+    const DELAYS: [u64; 3] = [0, 300, 800];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = Vec::new();
+        for delay in DELAYS {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut b = [0u8; 4096];
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&b[..n]),
+                }
+            }
+            let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            buf.drain(..end + 4);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            if s.write_all(BANNER).await.is_err() {
+                return;
+            }
+        }
+    });
+    let up = Upstream {
+        response_timeout: TIMEOUT,
+        ..Upstream::to(addr.to_string().parse().unwrap())
+    };
+
+    let t0 = Instant::now();
+    assert_eq!(
+        body_of(up.send(get(Method::GET)).await.unwrap()).await,
+        b"banner"
+    );
+    // The connection's timer now runs to about t0 + 400 ms; this answer comes at about
+    // t0 + 500 ms, within its own deadline of t0 + 600 ms.
+    tokio::time::sleep(Duration::from_millis(200).saturating_sub(t0.elapsed())).await;
+    let resp = up
+        .send(get(Method::GET))
+        .await
+        .expect("served within its own deadline");
+    assert_eq!(body_of(resp).await, b"banner");
+    assert_eq!(up.pool.idle(), 1, "the same connection is kept");
+
+    let asked = Instant::now();
+    let err = up.send(get(Method::GET)).await.unwrap_err();
+    assert!(matches!(err, ProxyError::UpstreamTimeout), "{err:?}");
+    let waited = asked.elapsed();
+    assert!(waited >= TIMEOUT, "timed out after {waited:?}");
+    assert!(
+        waited < Duration::from_millis(800),
+        "timed out after {waited:?}"
+    );
 }
