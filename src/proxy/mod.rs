@@ -404,10 +404,8 @@ impl Proxy {
 
         let policy = self.policy.load();
         let retargeting = parts.headers.get(&e.retargeting_header).is_some_and(|v| {
-            matches!(
-                v.as_bytes().to_ascii_lowercase().as_slice(),
-                b"1" | b"true" | b"yes"
-            )
+            let v = v.as_bytes();
+            v == b"1" || v.eq_ignore_ascii_case(b"true") || v.eq_ignore_ascii_case(b"yes")
         }) || campaign
             .as_deref()
             .is_some_and(|c| policy.is_retargeting_campaign(c));
@@ -588,7 +586,7 @@ impl Proxy {
         req: Request<UpstreamBody>,
     ) -> Result<Response<upstream::ResponseBody>, ProxyError> {
         let started = Instant::now();
-        let result = self.upstream.send(req).await;
+        let result = self.upstream.send_at(req, started).await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());

@@ -100,10 +100,10 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    fn take(&self) -> Option<Conn> {
+    fn take(&self, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         let (conn, since) = idle.pop()?;
-        if since.elapsed() < IDLE_TIMEOUT {
+        if now.saturating_duration_since(since) < IDLE_TIMEOUT {
             return Some(conn);
         }
         // This one and all older are expired.
@@ -114,9 +114,9 @@ impl Pool {
     /// The most recently used idle connection the upstream has not closed. A close (or stray
     /// bytes) that arrived while the connection was idle is seen without a system call when the
     /// runtime has already noted the socket readable, and costs one read otherwise.
-    fn take_open(&self) -> Option<Conn> {
+    fn take_open(&self, now: Instant) -> Option<Conn> {
         loop {
-            let conn = self.take()?;
+            let conn = self.take(now)?;
             let mut probe = [0u8; 1];
             match conn.io.try_read(&mut probe) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn),
@@ -190,6 +190,16 @@ impl Upstream {
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        self.send_at(req, Instant::now()).await
+    }
+
+    /// [`send`](Self::send) for a request that started at `start`: the caller's clock reading
+    /// stands for the client's own.
+    pub(crate) async fn send_at(
+        &self,
+        req: Request<UpstreamBody>,
+        start: Instant,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let (mut parts, body) = req.into_parts();
         let framing = match &body {
             UpstreamBody::Empty if wire::expects_body(&parts.method) => BodyFraming::Length(0),
@@ -209,10 +219,10 @@ impl Upstream {
                 parts.method,
                 Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
             );
-        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        let deadline = tokio::time::Instant::from_std(start + self.response_timeout);
         let mut body = Some(body);
         loop {
-            let pooled = self.pool.take_open();
+            let pooled = self.pool.take_open(start);
             let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(conn) => conn,

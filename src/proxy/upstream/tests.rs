@@ -251,13 +251,13 @@ async fn idle_connections_expire() {
         .lock()
         .unwrap()
         .extend([(a, expired), (b, expired)]);
-    assert!(pool.take().is_none());
+    assert!(pool.take(Instant::now()).is_none());
     assert_eq!(pool.idle(), 0);
 
     pool.idle.lock().unwrap().push((c, expired));
     pool.put(open().await);
     assert_eq!(pool.idle(), 1);
-    assert!(pool.take().is_some());
+    assert!(pool.take(Instant::now()).is_some());
 }
 
 /// An answer followed by bytes its framing does not account for leaves a connection that is
