@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -162,17 +162,23 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
 /// name and value, so that they can be sliced out of the head once it is split off and frozen.
 pub(crate) type Spans = Vec<(usize, usize, usize, usize)>;
 
+thread_local! {
+    /// The [`Spans`] vector [`header_map`] gave back, for the next head's [`field_spans`]: two
+    /// heads a request would otherwise allocate and free one each.
+    static SPARE_SPANS: Cell<Spans> = const { Cell::new(Vec::new()) };
+}
+
 /// The [`Spans`] of `parsed`, fields of a head at the start of `buf`.
 pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans {
     let base = buf.as_ptr() as usize;
-    parsed
-        .iter()
-        .map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            (name, h.name.len(), value, h.value.len())
-        })
-        .collect()
+    let mut spans = SPARE_SPANS.take();
+    spans.clear();
+    spans.extend(parsed.iter().map(|h| {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        (name, h.name.len(), value, h.value.len())
+    }));
+    spans
 }
 
 /// The header map of a frozen head (a request's or an answer's), with room for `extra` more
@@ -190,7 +196,7 @@ pub(crate) fn header_map(
     connection: &mut ConnectionTokens,
 ) -> Result<HeaderMap, WireError> {
     let mut headers = spare_map(spans.len() + extra);
-    for (name, name_len, value, value_len) in spans {
+    for &(name, name_len, value, value_len) in &spans {
         let raw_name = &head[name..name + name_len];
         if raw_name.eq_ignore_ascii_case(b"connection")
             && connection.read(&head[value..value + value_len])
@@ -201,6 +207,9 @@ pub(crate) fn header_map(
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
             .map_err(|_| WireError::Malformed)?;
         headers.append(name, value);
+    }
+    if spans.capacity() <= MAX_HEADERS {
+        SPARE_SPANS.set(spans);
     }
     Ok(headers)
 }
