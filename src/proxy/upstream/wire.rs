@@ -153,8 +153,9 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let head = buf.split_to(len).freeze();
         let mut connection = ConnectionTokens::default();
         // Room for the fields kappe adds (Via, Date, a cookie, hints) without regrowing.
-        let headers = header_map(&head, spans, 6, &mut connection)?;
-        return head_from(status, version, headers, connection, head_request).map(Some);
+        let mut length = None;
+        let headers = header_map(&head, spans, 6, &mut connection, Some(&mut length))?;
+        return head_from(status, version, headers, connection, length, head_request).map(Some);
     }
 }
 
@@ -187,13 +188,18 @@ pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans 
 /// `connection` and not put into the map: it says all it has to say to this hop and never
 /// travels on, so the map then usually holds no hop-by-hop field for the proxy to remove.
 ///
+/// With `length` (an answer's head), `Content-Length` lines are read into it, the one length
+/// they agree on, and not put into the map either: the body the client makes of the answer
+/// carries that length, and the server writes the field from it.
+///
 /// # Errors
-/// A name or value that is not valid.
+/// A name or value that is not valid, or lengths that are not numbers or disagree.
 pub(crate) fn header_map(
     head: &Bytes,
     spans: Spans,
     extra: usize,
     connection: &mut ConnectionTokens,
+    mut length: Option<&mut Option<u64>>,
 ) -> Result<HeaderMap, WireError> {
     let mut headers = spare_map(spans.len() + extra);
     for &(name, name_len, value, value_len) in &spans {
@@ -201,6 +207,12 @@ pub(crate) fn header_map(
         if raw_name.eq_ignore_ascii_case(b"connection")
             && connection.read(&head[value..value + value_len])
         {
+            continue;
+        }
+        if let Some(length) = length.as_deref_mut()
+            && raw_name.eq_ignore_ascii_case(b"content-length")
+        {
+            read_length(&head[value..value + value_len], length)?;
             continue;
         }
         let name = header_name(raw_name).map_err(|_| WireError::Malformed)?;
@@ -305,6 +317,7 @@ fn head_from(
     version: Version,
     mut headers: HeaderMap,
     connection: ConnectionTokens,
+    length: Option<u64>,
     head_request: bool,
 ) -> Result<Head, WireError> {
     let close = connection.close;
@@ -317,11 +330,16 @@ fn head_from(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
+        // The length of the body a GET would have had (HEAD) or of the stored one (304) is
+        // the visitor's to see.
+        if let Some(n) = length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
         Framing::Length(0)
     } else if headers.contains_key(header::TRANSFER_ENCODING) {
         // Transfer-Encoding wins over Content-Length, which is dropped; a message that sent both
         // may have been framed differently elsewhere, so its connection is not used again.
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+        if length.is_some() {
             keep_alive = false;
         }
         // A line that is not text counts as a coding other than chunked.
@@ -332,7 +350,7 @@ fn head_from(
             keep_alive = false;
             Framing::Close
         }
-    } else if let Some(n) = content_length(&headers)? {
+    } else if let Some(n) = length {
         Framing::Length(n)
     } else {
         keep_alive = false;
@@ -350,32 +368,38 @@ fn head_from(
 /// The one length all `Content-Length` fields agree on (a repeated equal value is allowed,
 /// RFC 9110 section 8.6).
 pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, WireError> {
-    // Read as bytes: a value holding anything but digits, commas and blanks is refused, as it
-    // would be once read as text.
     let mut found: Option<u64> = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() {
-                return Err(WireError::BadLength);
-            }
-            let mut n: u64 = 0;
-            for &b in part {
-                if !b.is_ascii_digit() {
-                    return Err(WireError::BadLength);
-                }
-                n = n
-                    .checked_mul(10)
-                    .and_then(|n| n.checked_add(u64::from(b - b'0')))
-                    .ok_or(WireError::BadLength)?;
-            }
-            if found.is_some_and(|f| f != n) {
-                return Err(WireError::BadLength);
-            }
-            found = Some(n);
-        }
+        read_length(value.as_bytes(), &mut found)?;
     }
     Ok(found)
+}
+
+/// Reads one `Content-Length` line into `found`, which holds the length of the lines before it.
+fn read_length(value: &[u8], found: &mut Option<u64>) -> Result<(), WireError> {
+    // Read as bytes: a value holding anything but digits, commas and blanks is refused, as it
+    // would be once read as text.
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() {
+            return Err(WireError::BadLength);
+        }
+        let mut n: u64 = 0;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return Err(WireError::BadLength);
+            }
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                .ok_or(WireError::BadLength)?;
+        }
+        if found.is_some_and(|f| f != n) {
+            return Err(WireError::BadLength);
+        }
+        *found = Some(n);
+    }
+    Ok(())
 }
 
 /// The connection options of a message's `Connection` lines.
@@ -630,7 +654,7 @@ mod tests {
             let mut connection = ConnectionTokens::default();
             let raw = Bytes::from_static(b"a: 1\r\nb: 2\r\n");
             let spans = vec![(0, 1, 3, 1), (6, 1, 9, 1)];
-            let map = header_map(&raw, spans.clone(), 10, &mut connection).unwrap();
+            let map = header_map(&raw, spans.clone(), 10, &mut connection, None).unwrap();
             assert_eq!(map.len(), 2);
             let room = map.capacity();
             recycle(map);
@@ -852,6 +876,25 @@ mod tests {
             .unwrap();
         assert_eq!(h.framing, Framing::Length(0));
         assert_eq!(h.headers[header::CONTENT_LENGTH], "9");
+        // An answer with a body: the length frames it and is left to the body to carry.
+        let h = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-A: 1\r\ncontent-length: 9\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, Framing::Length(9));
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(h.headers["x-a"], "1");
+        for bad in ["9, 10", "9x", ""] {
+            let raw =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nContent-Length: {bad}\r\n\r\n");
+            assert_eq!(
+                head(&raw, false).unwrap_err(),
+                WireError::BadLength,
+                "{bad:?}"
+            );
+        }
         assert_eq!(
             head("HTTP/1.1 2000 OK\r\n\r\n", false).unwrap_err(),
             WireError::Malformed
