@@ -91,6 +91,43 @@ impl<'a> Iterator for Cookies<'a> {
     }
 }
 
+/// Pairs a [`Jar`] keeps without allocating: a visitor usually sends a handful.
+const JAR_INLINE: usize = 8;
+
+/// The request's cookies parsed once, as [`cookies`] yields them, for every reader on the
+/// request's way (privacy signals, then the visitor id). The first [`JAR_INLINE`] pairs are
+/// kept inline, any more on the heap.
+pub struct Jar<'a> {
+    inline: [(&'a str, &'a str); JAR_INLINE],
+    len: usize,
+    more: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Jar<'a> {
+    /// The cookies of `headers`.
+    pub fn parse(headers: &'a HeaderMap) -> Self {
+        let mut jar = Jar {
+            inline: [("", ""); JAR_INLINE],
+            len: 0,
+            more: Vec::new(),
+        };
+        for pair in cookies(headers) {
+            if jar.len < JAR_INLINE {
+                jar.inline[jar.len] = pair;
+                jar.len += 1;
+            } else {
+                jar.more.push(pair);
+            }
+        }
+        jar
+    }
+
+    /// The pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        self.inline[..self.len].iter().chain(&self.more).copied()
+    }
+}
+
 /// The `Cookie` header to send upstream without the cookies named in `names`: all `Cookie`
 /// lines joined with `"; "`, every other piece kept as it was (junk included, so the upstream
 /// sees what it would have seen). `None` when nothing remains, meaning: send no `Cookie` header.
@@ -132,6 +169,21 @@ mod tests {
             h.append(COOKIE, HeaderValue::from_bytes(l).unwrap());
         }
         h
+    }
+
+    /// A jar holds what the parser yields, in order, past its inline pairs and across lines.
+    #[test]
+    fn a_jar_holds_the_parsed_pairs() {
+        let h = map(&[
+            b"a=1; b=2; c=3; d=4; e=5",
+            b"f=6; g=7; h=8; i=9; =x; j=\"10\"",
+        ]);
+        let jar = Jar::parse(&h);
+        let parsed: Vec<_> = cookies(&h).collect();
+        assert_eq!(parsed.len(), 10);
+        assert_eq!(jar.iter().collect::<Vec<_>>(), parsed);
+        assert_eq!(jar.iter().last(), Some(("j", "10")));
+        assert_eq!(Jar::parse(&HeaderMap::new()).iter().count(), 0);
     }
 
     /// Cookies from several header lines are all seen, trimmed and unquoted; junk is skipped.

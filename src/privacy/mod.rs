@@ -26,7 +26,7 @@ pub mod page;
 pub mod tcf;
 pub mod usp;
 
-pub use cookie::{Cookies, cookies, strip_cookies};
+pub use cookie::{Cookies, Jar, cookies, strip_cookies};
 pub use page::{Lang, PageView, esc, gpc_json, me_json, negotiate, render_page};
 
 /// Why a privacy string did not decode.
@@ -375,6 +375,17 @@ pub fn evaluate(
     query: Option<&str>,
     now: UnixSecs,
 ) -> Verdict {
+    evaluate_with(cfg, headers, &Jar::parse(headers), query, now)
+}
+
+/// [`evaluate`] with the request's cookies already parsed into `jar`.
+pub fn evaluate_with(
+    cfg: &PrivacyConfig,
+    headers: &HeaderMap,
+    jar: &Jar<'_>,
+    query: Option<&str>,
+    now: UnixSecs,
+) -> Verdict {
     let h = cfg.honor;
     let mut signals = Signals::default();
     if h.gpc && gpc(headers) {
@@ -399,7 +410,7 @@ pub fn evaluate(
         }
     }
     let mut tc_cookie = None;
-    for (name, value) in cookie::cookies(headers) {
+    for (name, value) in jar.iter() {
         if name == cfg.optout_cookie {
             input.own_cookie = true;
         } else {

@@ -8,7 +8,7 @@ use http::header::HeaderValue;
 
 use crate::clock::UnixSecs;
 use crate::config::{Enforcement, VisitorSource};
-use crate::privacy::cookies;
+use crate::privacy::Jar;
 use crate::store::VisitorKey;
 use crate::store::pseudonym::Pseudonymizer;
 
@@ -53,9 +53,22 @@ pub fn identify(
     peer: std::net::IpAddr,
     now: UnixSecs,
 ) -> Identity {
+    identify_with(headers, &Jar::parse(headers), cfg, pseudo, peer, now)
+}
+
+/// [`identify`] with the request's cookies already parsed into `jar`.
+pub fn identify_with(
+    headers: &HeaderMap,
+    jar: &Jar<'_>,
+    cfg: &Enforcement,
+    pseudo: &Pseudonymizer,
+    peer: std::net::IpAddr,
+    now: UnixSecs,
+) -> Identity {
     for source in &cfg.visitor_from {
         let found = match source {
-            VisitorSource::Cookie(name) => cookies(headers)
+            VisitorSource::Cookie(name) => jar
+                .iter()
                 .find(|(n, v)| *n == name.as_str() && valid_id(v))
                 .map(|(_, v)| pseudo.key(v.as_bytes())),
             VisitorSource::Header(name) => headers

@@ -153,31 +153,37 @@ impl Proxy {
             return Err(ProxyError::BodyTooLarge(max));
         }
 
-        // privacy and identity
+        // privacy and identity, from one parse of the cookies
         let now = self.clock.now();
-        let verdict = privacy::evaluate(
-            &self.cfg.privacy.signals,
-            req.headers(),
-            req.uri().query(),
-            now,
-        );
+        let (verdict, identity) = {
+            let jar = privacy::Jar::parse(req.headers());
+            let verdict = privacy::evaluate_with(
+                &self.cfg.privacy.signals,
+                req.headers(),
+                &jar,
+                req.uri().query(),
+                now,
+            );
+            let identity = if verdict.storage_allowed {
+                identity::identify_with(
+                    req.headers(),
+                    &jar,
+                    &self.cfg.enforcement,
+                    &self.pseudo,
+                    info.peer.ip(),
+                    now,
+                )
+            } else {
+                Identity::None
+            };
+            (verdict, identity)
+        };
         for signal in verdict.signals.iter() {
             self.metrics
                 .privacy_signals
                 .with_label_values(&[signal.label()])
                 .inc();
         }
-        let identity = if verdict.storage_allowed {
-            identity::identify(
-                req.headers(),
-                &self.cfg.enforcement,
-                &self.pseudo,
-                info.peer.ip(),
-                now,
-            )
-        } else {
-            Identity::None
-        };
 
         // upstream_request
         let (mut parts, body) = req.into_parts();
