@@ -95,7 +95,7 @@ impl<'a> Iterator for Cookies<'a> {
 const JAR_INLINE: usize = 8;
 
 /// The request's cookies parsed once, as [`cookies`] yields them, for every reader on the
-/// request's way (privacy signals, then the visitor id). The first [`JAR_INLINE`] pairs are
+/// request's way (privacy signals, then the visitor id). The first eight pairs are
 /// kept inline, any more on the heap.
 pub struct Jar<'a> {
     inline: [(&'a str, &'a str); JAR_INLINE],
