@@ -153,9 +153,9 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let head = buf.split_to(len).freeze();
         let mut connection = ConnectionTokens::default();
         // Room for the fields kappe adds (Via, Date, a cookie, hints) without regrowing.
-        let mut length = None;
-        let headers = header_map(&head, spans, 6, &mut connection, Some(&mut length))?;
-        return head_from(status, version, headers, connection, length, head_request).map(Some);
+        let mut lengths = Lengths::default();
+        let headers = header_map(&head, spans, 6, &mut connection, Some(&mut lengths))?;
+        return head_from(status, version, headers, connection, lengths, head_request).map(Some);
     }
 }
 
@@ -188,18 +188,17 @@ pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans 
 /// `connection` and not put into the map: it says all it has to say to this hop and never
 /// travels on, so the map then usually holds no hop-by-hop field for the proxy to remove.
 ///
-/// With `length` (an answer's head), `Content-Length` lines are read into it, the one length
-/// they agree on, and not put into the map either: the body the client makes of the answer
-/// carries that length, and the server writes the field from it.
+/// With `lengths` (an answer's head), `Content-Length` lines are taken into it rather than the
+/// map: [`head_from`] decides what they frame and whether they travel on.
 ///
 /// # Errors
-/// A name or value that is not valid, or lengths that are not numbers or disagree.
+/// A name or value that is not valid.
 pub(crate) fn header_map(
     head: &Bytes,
     spans: Spans,
     extra: usize,
     connection: &mut ConnectionTokens,
-    mut length: Option<&mut Option<u64>>,
+    mut lengths: Option<&mut Lengths>,
 ) -> Result<HeaderMap, WireError> {
     let mut headers = spare_map(spans.len() + extra);
     for &(name, name_len, value, value_len) in &spans {
@@ -209,21 +208,67 @@ pub(crate) fn header_map(
         {
             continue;
         }
-        if let Some(length) = length.as_deref_mut()
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| WireError::Malformed)?;
+        if let Some(lengths) = lengths.as_deref_mut()
             && raw_name.eq_ignore_ascii_case(b"content-length")
         {
-            read_length(&head[value..value + value_len], length)?;
+            lengths.take(value);
             continue;
         }
         let name = header_name(raw_name).map_err(|_| WireError::Malformed)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
-            .map_err(|_| WireError::Malformed)?;
         headers.append(name, value);
     }
     if spans.capacity() <= MAX_HEADERS {
         SPARE_SPANS.set(spans);
     }
     Ok(headers)
+}
+
+/// An answer's `Content-Length` lines, kept out of its header map: when the answer has a body,
+/// the length they agree on frames it, and the body the client makes of the answer carries that
+/// length, from which the server writes the field; when it has none (HEAD, 204, 304), the lines
+/// go back into the map as they came.
+pub(crate) struct Lengths {
+    /// The length the lines read so far agree on, or why they do not.
+    agreed: Result<Option<u64>, WireError>,
+    first: Option<HeaderValue>,
+    more: Vec<HeaderValue>,
+}
+
+impl Default for Lengths {
+    fn default() -> Self {
+        Lengths {
+            agreed: Ok(None),
+            first: None,
+            more: Vec::new(),
+        }
+    }
+}
+
+impl Lengths {
+    fn take(&mut self, line: HeaderValue) {
+        if let Ok(found) = &mut self.agreed
+            && let Err(e) = read_length(line.as_bytes(), found)
+        {
+            self.agreed = Err(e);
+        }
+        match self.first {
+            None => self.first = Some(line),
+            Some(_) => self.more.push(line),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.first.is_some()
+    }
+
+    /// Puts the lines back into `headers`, in the order they came.
+    fn restore(self, headers: &mut HeaderMap) {
+        for line in self.first.into_iter().chain(self.more) {
+            headers.append(header::CONTENT_LENGTH, line);
+        }
+    }
 }
 
 /// Maps of heads already written, cleared, for [`header_map`] to fill again. Every request
@@ -317,7 +362,7 @@ fn head_from(
     version: Version,
     mut headers: HeaderMap,
     connection: ConnectionTokens,
-    length: Option<u64>,
+    lengths: Lengths,
     head_request: bool,
 ) -> Result<Head, WireError> {
     let close = connection.close;
@@ -332,14 +377,12 @@ fn head_from(
     let framing = if bodiless {
         // The length of the body a GET would have had (HEAD) or of the stored one (304) is
         // the visitor's to see.
-        if let Some(n) = length {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
+        lengths.restore(&mut headers);
         Framing::Length(0)
     } else if headers.contains_key(header::TRANSFER_ENCODING) {
         // Transfer-Encoding wins over Content-Length, which is dropped; a message that sent both
         // may have been framed differently elsewhere, so its connection is not used again.
-        if length.is_some() {
+        if lengths.any() {
             keep_alive = false;
         }
         // A line that is not text counts as a coding other than chunked.
@@ -350,7 +393,7 @@ fn head_from(
             keep_alive = false;
             Framing::Close
         }
-    } else if let Some(n) = length {
+    } else if let Some(n) = lengths.agreed? {
         Framing::Length(n)
     } else {
         keep_alive = false;
@@ -810,6 +853,11 @@ mod tests {
                 "Content-Length: 4\r\nTransfer-Encoding: chunked",
                 Ok((Chunked, false)),
             ),
+            // Transfer-Encoding wins, whatever the length says.
+            (
+                "Content-Length: x\r\nTransfer-Encoding: chunked",
+                Ok((Chunked, false)),
+            ),
             ("Transfer-Encoding: gzip", Ok((Close, false))),
             (
                 "Transfer-Encoding: chunked\r\nTransfer-Encoding: chünked",
@@ -876,6 +924,16 @@ mod tests {
             .unwrap();
         assert_eq!(h.framing, Framing::Length(0));
         assert_eq!(h.headers[header::CONTENT_LENGTH], "9");
+        // A bodiless answer's lengths frame nothing: they travel on as the upstream sent them.
+        let h = head(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9, 9\r\ncontent-length: x\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.framing, Framing::Length(0));
+        let kept: Vec<_> = h.headers.get_all(header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(kept, ["9, 9", "x"]);
         // An answer with a body: the length frames it and is left to the body to carry.
         let h = head(
             "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-A: 1\r\ncontent-length: 9\r\n\r\n",
