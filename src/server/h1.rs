@@ -18,7 +18,6 @@
 //! - A connection whose first bytes are the HTTP/2 preface is handed back to the caller with
 //!   those bytes, for the HTTP/2 server.
 
-use std::fmt::Write as _;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
@@ -463,10 +462,7 @@ fn encode_head(status: StatusCode, headers: &HeaderMap, framing: Framing, out: &
         out.put_slice(b"\r\n");
     }
     match framing {
-        Framing::Length(n) => {
-            // Writing into a BytesMut cannot fail.
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
+        Framing::Length(n) => wire::put_content_length(n, out),
         Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None | Framing::Close => {}
     }
