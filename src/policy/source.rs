@@ -75,8 +75,16 @@ impl Source {
 
     /// Reads the id from response headers (header sources only).
     pub fn from_headers(&self, headers: &http::HeaderMap) -> Option<String> {
+        self.from_field(|name| headers.get(name))
+    }
+
+    /// Reads the id from the response field `field` finds by name (header sources only).
+    pub fn from_field<'a>(
+        &self,
+        field: impl FnOnce(&http::HeaderName) -> Option<&'a http::HeaderValue>,
+    ) -> Option<String> {
         match self {
-            Source::Header(name) => headers.get(name).and_then(|v| valid_id(v.as_bytes())),
+            Source::Header(name) => field(name).and_then(|v| valid_id(v.as_bytes())),
             _ => None,
         }
     }

@@ -32,8 +32,9 @@ use self::decide::{Decision, DropReason};
 use self::error::{ProxyError, rescue};
 use self::identity::Identity;
 use self::inspect::Inspected;
+use self::upstream::wire::Addressed;
 use crate::clock::{Clock, UnixSecs};
-use crate::config::{Config, LogFormat, NoId, OnDrop, StoreFailure, VisitorSource};
+use crate::config::{Config, Enforcement, LogFormat, NoId, OnDrop, StoreFailure, VisitorSource};
 use crate::metrics::Metrics;
 use crate::policy::{Policy, Source};
 use crate::privacy::{self, Verdict};
@@ -70,6 +71,26 @@ static X_KAPPE_DECISION: HeaderName = HeaderName::from_static("x-kappe-decision"
 static X_KAPPE_EXCLUDE: HeaderName = HeaderName::from_static("x-kappe-exclude");
 static X_KAPPE_CAPPED: HeaderName = HeaderName::from_static("x-kappe-capped");
 static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
+
+/// The fields of the upstream's answer that are addressed to kappe and, unless
+/// `--keep-upstream-headers`, never reach the visitor: the retargeting header, `X-Kappe-Burn`,
+/// the policy header and the headers campaigns and advertisers are read from. The upstream
+/// client sets them aside as it reads an answer ([`Addressed`]).
+pub(crate) fn addressed_fields(e: &Enforcement) -> Vec<HeaderName> {
+    if e.keep_upstream_headers {
+        return Vec::new();
+    }
+    let mut names = vec![e.retargeting_header.clone(), X_KAPPE_BURN.clone()];
+    names.extend(e.policy_header.clone());
+    for source in e.campaign_from.iter().chain(&e.advertiser_from) {
+        if let Source::Header(name) = source
+            && !names.contains(name)
+        {
+            names.push(name.clone());
+        }
+    }
+    names
+}
 
 impl Proxy {
     /// The same proxy with a connection pool of its own, for another worker thread: an
@@ -342,21 +363,24 @@ impl Proxy {
     /// would be served, the decision, and the campaign (for refetch exclusion).
     async fn response_filter(
         &self,
-        resp: Response<upstream::ResponseBody>,
+        (resp, addressed): (Response<upstream::ResponseBody>, Addressed),
         ctx: &Ctx,
         info: &ConnInfo,
     ) -> Result<(Response<ProxyBody>, Decision, Option<String>), ProxyError> {
         let e = &self.cfg.enforcement;
         let (mut parts, body) = resp.into_parts();
         forward::prepare_response(&mut parts.headers, ctx.version);
-        let mut campaign = e
-            .campaign_from
-            .iter()
-            .find_map(|s| s.from_headers(&parts.headers));
-        let mut advertiser = e
-            .advertiser_from
-            .iter()
-            .find_map(|s| s.from_headers(&parts.headers));
+        // The fields addressed to kappe: set aside as the answer was read, or, with
+        // --keep-upstream-headers, in its map, travelling on.
+        let field = |name: &HeaderName| {
+            if e.keep_upstream_headers {
+                parts.headers.get(name)
+            } else {
+                addressed.get(name)
+            }
+        };
+        let mut campaign = e.campaign_from.iter().find_map(|s| s.from_field(field));
+        let mut advertiser = e.advertiser_from.iter().find_map(|s| s.from_field(field));
         let needs_body = (campaign.is_none() && e.campaign_from.iter().any(Source::needs_body))
             || (advertiser.is_none() && e.advertiser_from.iter().any(Source::needs_body));
         let body = if needs_body {
@@ -409,7 +433,7 @@ impl Proxy {
         };
 
         let policy = self.policy.load();
-        let retargeting = parts.headers.get(&e.retargeting_header).is_some_and(|v| {
+        let retargeting = field(&e.retargeting_header).is_some_and(|v| {
             let v = v.as_bytes();
             v == b"1" || v.eq_ignore_ascii_case(b"true") || v.eq_ignore_ascii_case(b"yes")
         }) || campaign
@@ -418,29 +442,13 @@ impl Proxy {
         let declared = e
             .policy_header
             .as_ref()
-            .and_then(|h| parts.headers.get(h))
+            .and_then(field)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| crate::policy::parse_cap_list(v).ok());
-        let burn = parts
-            .headers
-            .get(&X_KAPPE_BURN)
+        let burn = field(&X_KAPPE_BURN)
             .and_then(|v| v.to_str().ok())
             .filter(|g| local::valid_glob(g))
             .map(str::to_owned);
-        if !e.keep_upstream_headers {
-            let from_header = |sources: &[Source], n: &HeaderName| {
-                sources
-                    .iter()
-                    .any(|s| matches!(s, Source::Header(h) if h == n))
-            };
-            forward::remove_where(&mut parts.headers, |n| {
-                *n == e.retargeting_header
-                    || *n == X_KAPPE_BURN
-                    || e.policy_header.as_ref() == Some(n)
-                    || from_header(&e.campaign_from, n)
-                    || from_header(&e.advertiser_from, n)
-            });
-        }
         if let (Some(glob), Identity::Known { key, .. }) = (&burn, &ctx.identity)
             && let Err(err) = Box::pin(self.store.burn(*key, glob, policy.burn_secs, ctx.now)).await
         {
@@ -590,7 +598,7 @@ impl Proxy {
     async fn send(
         &self,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<upstream::ResponseBody>, ProxyError> {
+    ) -> Result<(Response<upstream::ResponseBody>, Addressed), ProxyError> {
         let started = Instant::now();
         let result = self.upstream.send_at(req, started).await;
         self.metrics

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::uri::Authority;
-use http::{Method, Request, Response};
+use http::{HeaderName, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,6 +47,8 @@ pub struct Upstream {
     /// How long an answer's head may take, from the request's start (`--upstream-timeout`).
     response_timeout: Duration,
     max_body: u64,
+    /// Names of the answer's fields addressed to kappe, set aside rather than mapped.
+    addressed: Arc<[HeaderName]>,
     pool: Arc<Pool>,
 }
 
@@ -163,6 +165,7 @@ impl Upstream {
             connect_timeout: cfg.upstream_connect_timeout,
             response_timeout: cfg.upstream_timeout,
             max_body: cfg.max_body_size,
+            addressed: super::addressed_fields(&cfg.enforcement).into(),
             pool: Arc::default(),
         }
     }
@@ -175,6 +178,7 @@ impl Upstream {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
+            addressed: Arc::new([]),
             pool: Arc::default(),
         }
     }
@@ -190,16 +194,18 @@ impl Upstream {
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        self.send_at(req, Instant::now()).await
+        let (mut resp, addressed) = self.send_at(req, Instant::now()).await?;
+        addressed.restore(resp.headers_mut());
+        Ok(resp)
     }
 
     /// [`send`](Self::send) for a request that started at `start`: the caller's clock reading
-    /// stands for the client's own.
+    /// stands for the client's own. The answer's fields addressed to kappe come apart from it.
     pub(crate) async fn send_at(
         &self,
         req: Request<UpstreamBody>,
         start: Instant,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
+    ) -> Result<(Response<ResponseBody>, wire::Addressed), ProxyError> {
         let (mut parts, body) = req.into_parts();
         let framing = match &body {
             UpstreamBody::Empty if wire::expects_body(&parts.method) => BodyFraming::Length(0),
@@ -299,7 +305,7 @@ impl Upstream {
         let mut read_any = false;
         loop {
             if read_any
-                && let Some(answer) = wire::parse_head(&mut conn.buf, head_request)
+                && let Some(answer) = wire::parse_head(&mut conn.buf, head_request, &self.addressed)
                     .map_err(|_| Failure::Fatal(ProxyError::UpstreamBroken))?
             {
                 return Ok(answer);
@@ -362,7 +368,11 @@ impl Upstream {
 
     /// The answer as a response whose body reads the rest of it; a body that arrived with the
     /// head is taken whole, and the connection goes straight back to the pool.
-    fn response(&self, mut conn: Conn, answer: wire::Head) -> Response<ResponseBody> {
+    fn response(
+        &self,
+        mut conn: Conn,
+        answer: wire::Head,
+    ) -> (Response<ResponseBody>, wire::Addressed) {
         let body = match answer.framing {
             Framing::Length(n) if n <= conn.buf.len() as u64 => {
                 let data = conn.buf.split_to(n as usize).freeze();
@@ -377,7 +387,7 @@ impl Upstream {
         *resp.status_mut() = answer.status;
         *resp.version_mut() = answer.version;
         *resp.headers_mut() = answer.headers;
-        resp
+        (resp, answer.addressed)
     }
 }
 

@@ -40,6 +40,31 @@ pub struct Head {
     pub framing: Framing,
     /// Whether the connection may carry another request once the body has been read.
     pub keep_alive: bool,
+    /// The fields addressed to kappe, kept out of `headers`.
+    pub addressed: Addressed,
+}
+
+/// The fields of an answer that are addressed to kappe rather than to the visitor (the
+/// campaign and retargeting headers and the like, see `proxy::addressed_fields`): read by the
+/// proxy and never forwarded. They are set aside as the answer's map is built, in the order
+/// they came; removing them from the map afterwards cost a hash, a probe and an index repair
+/// each.
+#[derive(Debug, Default)]
+pub struct Addressed(Vec<(HeaderName, HeaderValue)>);
+
+impl Addressed {
+    /// The first value of `name`.
+    #[must_use]
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Puts the fields into `headers`, after those already there.
+    pub fn restore(self, headers: &mut HeaderMap) {
+        for (name, value) in self.0 {
+            headers.append(name, value);
+        }
+    }
 }
 
 /// Why a response cannot be read.
@@ -126,11 +151,16 @@ pub fn expects_body(method: &Method) -> bool {
 
 /// Parses one response head from the front of `buf`, removing it. `Ok(None)`: the head is not
 /// complete yet. Interim (1xx) answers other than 101 are skipped. `head_request`: the request
-/// was HEAD, so no body follows whatever the fields say.
+/// was HEAD, so no body follows whatever the fields say. Fields named in `addressed` go into
+/// the head's [`Addressed`], not its map.
 ///
 /// # Errors
 /// A malformed or oversized head, a bad length, or a protocol switch (kappe never asks for one).
-pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, WireError> {
+pub fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    addressed: &[HeaderName],
+) -> Result<Option<Head>, WireError> {
     loop {
         // Left uninitialised: zeroing the array would cost more than parsing a typical head.
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -170,8 +200,18 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let mut connection = ConnectionTokens::default();
         // Room for the fields kappe adds (Via, Date, a cookie, hints) without regrowing.
         let mut lengths = Lengths::default();
-        let headers = header_map(&head, spans, 6, &mut connection, Some(&mut lengths))?;
-        return head_from(status, version, headers, connection, lengths, head_request).map(Some);
+        let mut kept = Addressed::default();
+        let headers = header_map(
+            &head,
+            spans,
+            6,
+            &mut connection,
+            Some(&mut lengths),
+            Some((addressed, &mut kept)),
+        )?;
+        let mut head = head_from(status, version, headers, connection, lengths, head_request)?;
+        head.addressed = kept;
+        return Ok(Some(head));
     }
 }
 
@@ -205,7 +245,8 @@ pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans 
 /// travels on, so the map then usually holds no hop-by-hop field for the proxy to remove.
 ///
 /// With `lengths` (an answer's head), `Content-Length` lines are taken into it rather than the
-/// map: [`head_from`] decides what they frame and whether they travel on.
+/// map: [`head_from`] decides what they frame and whether they travel on. With `addressed`,
+/// fields of the names it lists are set aside in its [`Addressed`].
 ///
 /// # Errors
 /// A name or value that is not valid.
@@ -215,6 +256,7 @@ pub(crate) fn header_map(
     extra: usize,
     connection: &mut ConnectionTokens,
     mut lengths: Option<&mut Lengths>,
+    mut addressed: Option<(&[HeaderName], &mut Addressed)>,
 ) -> Result<HeaderMap, WireError> {
     let mut headers = spare_map(spans.len() + extra);
     for &(name, name_len, value, value_len) in &spans {
@@ -232,6 +274,12 @@ pub(crate) fn header_map(
             continue;
         }
         let name = header_name(raw_name).map_err(|_| WireError::Malformed)?;
+        if let Some((names, kept)) = addressed.as_mut()
+            && names.contains(&name)
+        {
+            kept.0.push((name, value));
+            continue;
+        }
         headers.append(name, value);
     }
     if spans.capacity() <= MAX_HEADERS {
@@ -440,6 +488,7 @@ fn head_from(
         headers,
         framing,
         keep_alive,
+        addressed: Addressed::default(),
     })
 }
 
@@ -722,7 +771,7 @@ mod tests {
 
     fn head(raw: &str, head_request: bool) -> Result<Option<Head>, WireError> {
         let mut buf = BytesMut::from(raw.as_bytes());
-        parse_head(&mut buf, head_request)
+        parse_head(&mut buf, head_request, &[])
     }
 
     /// A recycled map comes back empty with its room; an empty or outsized map is not kept.
@@ -732,7 +781,7 @@ mod tests {
             let mut connection = ConnectionTokens::default();
             let raw = Bytes::from_static(b"a: 1\r\nb: 2\r\n");
             let spans = vec![(0, 1, 3, 1), (6, 1, 9, 1)];
-            let map = header_map(&raw, spans.clone(), 10, &mut connection, None).unwrap();
+            let map = header_map(&raw, spans.clone(), 10, &mut connection, None, None).unwrap();
             assert_eq!(map.len(), 2);
             let room = map.capacity();
             recycle(map);
@@ -750,6 +799,34 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// Fields of the names asked for are set aside in the order they came, repeats included,
+    /// and stay out of the map; the rest are mapped as usual. Restored, they are all there.
+    #[test]
+    fn addressed_fields_are_set_aside() {
+        let names = [
+            HeaderName::from_static("x-campaign-id"),
+            HeaderName::from_static("x-retargeting"),
+        ];
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nX-Campaign-Id: rt-shoes\r\nServer: up\r\n\
+             x-campaign-id: second\r\nX-Retargeting: 1\r\nContent-Length: 0\r\n\r\n",
+        );
+        let mut head = parse_head(&mut buf, false, &names).unwrap().unwrap();
+        assert_eq!(head.headers.len(), 1);
+        assert_eq!(head.headers["server"], "up");
+        assert_eq!(head.addressed.get(&names[0]).unwrap(), "rt-shoes");
+        assert_eq!(head.addressed.get(&names[1]).unwrap(), "1");
+        assert!(
+            head.addressed
+                .get(&HeaderName::from_static("server"))
+                .is_none()
+        );
+        head.addressed.restore(&mut head.headers);
+        let campaigns: Vec<_> = head.headers.get_all(&names[0]).iter().collect();
+        assert_eq!(campaigns, ["rt-shoes", "second"]);
+        assert_eq!(head.headers["x-retargeting"], "1");
     }
 
     /// Lengths are written in decimal as `format!` would, from 0 to `u64::MAX`.
@@ -770,14 +847,14 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nX-Note: plain text\t here\r\nX-Obs: caf\xe9\r\n\
                Content-Length: 0\r\n\r\n"[..],
         );
-        let head = parse_head(&mut buf, false).unwrap().unwrap();
+        let head = parse_head(&mut buf, false, &[]).unwrap().unwrap();
         assert_eq!(head.headers["x-note"].as_bytes(), b"plain text\t here");
         assert_eq!(head.headers["x-obs"].as_bytes(), b"caf\xe9");
         assert!(head.headers["x-note"].to_str().is_ok());
         assert!(head.headers["x-obs"].to_str().is_err());
         let mut bad = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\n\r\n"[..]);
         assert_eq!(
-            parse_head(&mut bad, false).unwrap_err(),
+            parse_head(&mut bad, false, &[]).unwrap_err(),
             WireError::Malformed
         );
     }
@@ -880,14 +957,14 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Campaign-Id: c1\r\n\r\nabcHTTP"[..],
         );
-        let h = parse_head(&mut buf, false).unwrap().unwrap();
+        let h = parse_head(&mut buf, false, &[]).unwrap().unwrap();
         assert_eq!(h.status, StatusCode::OK);
         assert_eq!(h.framing, Framing::Length(3));
         assert!(h.keep_alive);
         assert_eq!(h.headers["x-campaign-id"], "c1");
         assert_eq!(&buf[..], b"abcHTTP");
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Len"[..]);
-        assert!(parse_head(&mut partial, false).unwrap().is_none());
+        assert!(parse_head(&mut partial, false, &[]).unwrap().is_none());
         assert_eq!(partial.len(), 28);
     }
 
