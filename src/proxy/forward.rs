@@ -7,7 +7,8 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::net::IpAddr;
 
-use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Uri, Version};
 
@@ -171,67 +172,97 @@ fn upstream_host(upstream: &Authority) -> HeaderValue {
     })
 }
 
-/// Rewrites a request's head for the upstream.
+/// The forwarding fields of an upstream request: `Host`, `X-Forwarded-For`, `X-Forwarded-Proto`,
+/// `X-Forwarded-Host` and `Via`. They are written straight into the request's head
+/// ([`Forwarding::write`], from `wire::encode_head`) rather than set in its map, which cost a
+/// hash and a probe per field on every request: the visitor's own lines of the first four stay
+/// in the map and are not sent ([`Forwarding::replaces`]); kappe's `Via` follows the visitor's.
+#[derive(Clone, Debug)]
+pub struct Forwarding {
+    host: HeaderValue,
+    /// The visitor's `X-Forwarded-Host`: the host it addressed, when it named one.
+    forwarded_host: Option<HeaderValue>,
+    /// The chain of the visitor's `X-Forwarded-For` lines, folded, that the peer is added to.
+    chain: Option<Box<str>>,
+    peer: IpAddr,
+    tls: bool,
+    version: Version,
+}
+
+impl Forwarding {
+    /// Whether the field `name` of the request's map is left out of its head: kappe writes its
+    /// own line of it.
+    #[must_use]
+    pub fn replaces(name: &HeaderName) -> bool {
+        name == header::HOST
+            || name == X_FORWARDED_FOR
+            || name == X_FORWARDED_PROTO
+            || name == X_FORWARDED_HOST
+    }
+
+    /// Writes `Host` (before the map's fields).
+    pub fn write_host(&self, out: &mut BytesMut) {
+        out.put_slice(b"host: ");
+        out.put_slice(self.host.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+
+    /// Writes the other forwarding fields (after the map's fields).
+    pub fn write(&self, out: &mut BytesMut) {
+        out.put_slice(b"x-forwarded-for: ");
+        if let Some(chain) = &self.chain {
+            out.put_slice(chain.as_bytes());
+            out.put_slice(b", ");
+        }
+        let mut buf = [0u8; 64];
+        let n = format_ip(self.peer, &mut buf);
+        out.put_slice(&buf[..n]);
+        out.put_slice(if self.tls {
+            b"\r\nx-forwarded-proto: https\r\n"
+        } else {
+            b"\r\nx-forwarded-proto: http\r\n"
+        });
+        if let Some(h) = &self.forwarded_host {
+            out.put_slice(b"x-forwarded-host: ");
+            out.put_slice(h.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"via: ");
+        out.put_slice(via_value(self.version).as_bytes());
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// Rewrites a request's head for the upstream: hop-by-hop fields go, the target becomes the
+/// upstream's, and the forwarding fields to write with it are returned.
 pub fn prepare_request(
     parts: &mut http::request::Parts,
     upstream: &Authority,
     preserve_host: bool,
     info: &ConnInfo,
     visitor_host: Option<HeaderValue>,
-) {
+) -> Forwarding {
     let version = parts.version;
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
 
-    // One lookup for X-Forwarded-For, which is read, folded and replaced.
-    let peer = info.peer.ip();
-    match headers.entry(&X_FORWARDED_FOR) {
-        // All XFF lines are folded into the one appended value.
-        Entry::Occupied(mut e) => {
-            let prev: Vec<&str> = e
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-                .collect();
-            let value = if prev.is_empty() {
-                HeaderValue::from_str(&peer.to_string())
-            } else {
-                HeaderValue::from_str(&format!("{}, {peer}", prev.join(", ")))
-            };
-            match value {
-                Ok(v) => {
-                    e.insert(v);
-                }
-                Err(_) => {
-                    e.remove_entry_mult();
-                }
-            }
-        }
-        Entry::Vacant(e) => {
-            // The value is written into one stack buffer (a visitor's own chain is rare and goes
-            // through the heap): this runs on every request.
-            let mut buf = [0u8; 64];
-            let n = format_ip(peer, &mut buf);
-            if let Ok(v) = HeaderValue::from_bytes(&buf[..n]) {
-                e.insert(v);
-            }
-        }
-    }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        HeaderValue::from_static(if info.tls { "https" } else { "http" }),
-    );
-    match &visitor_host {
-        Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
-        None => headers.remove(&X_FORWARDED_HOST),
+    // All XFF lines are folded into the one kappe writes; a visitor's chain is rare.
+    let chain = if headers.contains_key(&X_FORWARDED_FOR) {
+        let prev: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        (!prev.is_empty()).then(|| prev.join(", ").into_boxed_str())
+    } else {
+        None
     };
-    add_via(headers, version);
-    let host = match (preserve_host, visitor_host) {
-        (true, Some(h)) => h,
+    let host = match (preserve_host, &visitor_host) {
+        (true, Some(h)) => h.clone(),
         _ => upstream_host(upstream),
     };
-    headers.insert(header::HOST, host);
 
     let pq = parts
         .uri
@@ -244,6 +275,14 @@ pub fn prepare_request(
     uri.path_and_query = Some(pq);
     parts.uri = Uri::from_parts(uri).expect("scheme, authority and path are all valid");
     parts.version = Version::HTTP_11;
+    Forwarding {
+        host,
+        forwarded_host: visitor_host,
+        chain,
+        peer: info.peer.ip(),
+        tls: info.tls,
+        version,
+    }
 }
 
 /// Cleans the upstream's response head for the visitor.
@@ -271,26 +310,74 @@ mod tests {
         assert!(h.contains_key("x-keep"));
     }
 
-    /// Every X-Forwarded-For line the visitor sent is folded, in order, into one value that
-    /// ends with the peer; the fields kappe strips go, and only they.
+    /// The head kappe sends upstream: its own Host first; the visitor's other fields, less the
+    /// hop-by-hop ones and those kappe replaces; then every X-Forwarded-For line the visitor
+    /// sent folded, in order, into one value that ends with the peer, kappe's X-Forwarded-Proto
+    /// and X-Forwarded-Host, and its Via after the visitor's.
     #[test]
-    fn forwarding_chains_fold_and_hop_by_hop_fields_go() {
-        let mut req = http::Request::get("/ad?c=1").body(()).unwrap();
+    fn forwarding_fields_are_written_and_hop_by_hop_fields_go() {
+        let mut req = http::Request::get("http://shop.example/ad?c=1")
+            .body(())
+            .unwrap();
         let h = req.headers_mut();
+        h.append(header::HOST, "shop.example".parse().unwrap());
         h.append(&X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
         h.append(&X_FORWARDED_FOR, " , 10.0.0.2".parse().unwrap());
+        h.append(&X_FORWARDED_PROTO, "gopher".parse().unwrap());
+        h.append(&X_FORWARDED_HOST, "evil.example".parse().unwrap());
         h.append(&PROXY_CONNECTION, "keep-alive".parse().unwrap());
+        h.append(header::VIA, "1.1 cdn".parse().unwrap());
         h.append("x-keep", "1".parse().unwrap());
         let (mut parts, ()) = req.into_parts();
         let info = ConnInfo {
             peer: ([192, 0, 2, 7], 5000).into(),
+            tls: true,
+        };
+        let visitor = visitor_host(&parts.uri, &parts.headers, parts.version).unwrap();
+        let upstream = "ads:8080".parse().unwrap();
+        let fwd = prepare_request(&mut parts, &upstream, false, &info, visitor);
+        assert_eq!(parts.uri, "http://ads:8080/ad?c=1");
+        let mut out = BytesMut::new();
+        crate::proxy::upstream::wire::encode_head(
+            &parts.method,
+            parts.uri.path_and_query().unwrap().as_str(),
+            &parts.headers,
+            Some(&fwd),
+            crate::proxy::upstream::wire::BodyFraming::None,
+            &mut out,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "GET /ad?c=1 HTTP/1.1\r\nhost: ads:8080\r\nx-keep: 1\r\nvia: 1.1 cdn\r\n\
+             x-forwarded-for: 10.0.0.1, , 10.0.0.2, 192.0.2.7\r\nx-forwarded-proto: https\r\n\
+             x-forwarded-host: shop.example\r\nvia: 1.1 kappe\r\n\r\n"
+        );
+
+        // --preserve-host keeps the visitor's Host; a visitor without a chain, over plain
+        // HTTP/2, gets the peer alone.
+        let mut req = http::Request::get("/").body(()).unwrap();
+        *req.version_mut() = Version::HTTP_2;
+        let (mut parts, ()) = req.into_parts();
+        let info = ConnInfo {
+            peer: "[2001:db8::1]:5000".parse().unwrap(),
             tls: false,
         };
-        prepare_request(&mut parts, &"ads:80".parse().unwrap(), false, &info, None);
-        let xff: Vec<_> = parts.headers.get_all(&X_FORWARDED_FOR).iter().collect();
-        assert_eq!(xff, ["10.0.0.1, , 10.0.0.2, 192.0.2.7"]);
-        assert!(!parts.headers.contains_key(&PROXY_CONNECTION));
-        assert_eq!(parts.headers["x-keep"], "1");
+        let host = HeaderValue::from_static("shop.example");
+        let fwd = prepare_request(&mut parts, &upstream, true, &info, Some(host));
+        let mut out = BytesMut::new();
+        crate::proxy::upstream::wire::encode_head(
+            &parts.method,
+            "/",
+            &parts.headers,
+            Some(&fwd),
+            crate::proxy::upstream::wire::BodyFraming::None,
+            &mut out,
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "GET / HTTP/1.1\r\nhost: shop.example\r\nx-forwarded-for: 2001:db8::1\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: shop.example\r\nvia: 2 kappe\r\n\r\n"
+        );
 
         let mut h = HeaderMap::new();
         h.insert("x-a", "1".parse().unwrap());

@@ -62,6 +62,8 @@ struct Ctx {
     identity: Identity,
     /// The upstream request head, kept when a drop may be answered by asking again.
     replay: Option<http::request::Parts>,
+    /// The forwarding fields written with it.
+    forwarding: forward::Forwarding,
 }
 
 static X_KAPPE_BURN: HeaderName = HeaderName::from_static("x-kappe-burn");
@@ -211,7 +213,7 @@ impl Proxy {
         let version = parts.version;
         self.upstream_headers(&mut parts.headers, &verdict, &identity, now)
             .await;
-        forward::prepare_request(
+        let forwarding = forward::prepare_request(
             &mut parts,
             &self.cfg.upstream_authority,
             self.cfg.preserve_host,
@@ -229,13 +231,16 @@ impl Proxy {
                 remaining: max,
             }
         };
-        let resp = self.send(Request::from_parts(parts, body)).await?;
+        let resp = self
+            .send(Request::from_parts(parts, body), &forwarding)
+            .await?;
         let ctx = Ctx {
             version,
             now,
             verdict,
             identity,
             replay,
+            forwarding,
         };
 
         // response_filter, with at most --refetch-max further asks
@@ -252,7 +257,7 @@ impl Proxy {
             self.metrics.refetch.inc();
             excluded.push(c);
             let req = self.refetch_request(replay, &excluded);
-            let upstream = self.send(req).await?;
+            let upstream = self.send(req, &ctx.forwarding).await?;
             (resp, decision, campaign) = self.response_filter(upstream, &ctx, info).await?;
         }
         let mut resp = match decision {
@@ -598,9 +603,10 @@ impl Proxy {
     async fn send(
         &self,
         req: Request<UpstreamBody>,
+        forwarding: &forward::Forwarding,
     ) -> Result<(Response<upstream::ResponseBody>, Addressed), ProxyError> {
         let started = Instant::now();
-        let result = self.upstream.send_at(req, started).await;
+        let result = self.upstream.send_at(req, Some(forwarding), started).await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());

@@ -30,6 +30,7 @@ pub use self::body::ResponseBody;
 use self::wire::{BodyFraming, Framing};
 use super::body::{BodyTooLarge, UpstreamBody};
 use super::error::ProxyError;
+use super::forward::Forwarding;
 use crate::config::Config;
 
 /// How long an idle connection is kept before it is closed.
@@ -194,16 +195,18 @@ impl Upstream {
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut resp, addressed) = self.send_at(req, Instant::now()).await?;
+        let (mut resp, addressed) = self.send_at(req, None, Instant::now()).await?;
         addressed.restore(resp.headers_mut());
         Ok(resp)
     }
 
     /// [`send`](Self::send) for a request that started at `start`: the caller's clock reading
-    /// stands for the client's own. The answer's fields addressed to kappe come apart from it.
+    /// stands for the client's own. The head carries `forwarding`'s fields, and the answer's
+    /// fields addressed to kappe come apart from it.
     pub(crate) async fn send_at(
         &self,
         req: Request<UpstreamBody>,
+        forwarding: Option<&Forwarding>,
         start: Instant,
     ) -> Result<(Response<ResponseBody>, wire::Addressed), ProxyError> {
         let (mut parts, body) = req.into_parts();
@@ -217,7 +220,14 @@ impl Upstream {
         };
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let mut head = BytesMut::new();
-        wire::encode_head(&parts.method, target, &parts.headers, framing, &mut head);
+        wire::encode_head(
+            &parts.method,
+            target,
+            &parts.headers,
+            forwarding,
+            framing,
+            &mut head,
+        );
         wire::recycle(std::mem::take(&mut parts.headers));
         let head_request = parts.method == Method::HEAD;
         let repeatable = matches!(body, UpstreamBody::Empty)

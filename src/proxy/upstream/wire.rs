@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use crate::proxy::forward::list_items;
+use crate::proxy::forward::{Forwarding, list_items};
 
 /// The most header fields a response head may carry.
 pub const MAX_HEADERS: usize = 128;
@@ -94,27 +94,39 @@ pub enum BodyFraming {
 }
 
 /// Writes the request head: request line, the headers as they are (framing fields excluded:
-/// kappe writes its own from `body`), and the empty line.
+/// kappe writes its own from `body`), and the empty line. With `forwarding`, its `Host` comes
+/// first and its other fields after the map's, and the map's lines of the fields it replaces are
+/// left out.
 pub fn encode_head(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    forwarding: Option<&Forwarding>,
     body: BodyFraming,
     out: &mut BytesMut,
 ) {
-    out.reserve(256 + headers.len() * 32);
+    out.reserve(384 + headers.len() * 32);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
+    if let Some(f) = forwarding {
+        f.write_host(out);
+    }
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || (forwarding.is_some() && Forwarding::replaces(name))
+        {
             continue;
         }
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
+    }
+    if let Some(f) = forwarding {
+        f.write(out);
     }
     match body {
         BodyFraming::None => {}
@@ -938,6 +950,7 @@ mod tests {
             &Method::POST,
             "/ad?x=1",
             &h,
+            None,
             BodyFraming::Length(5),
             &mut out,
         );
@@ -946,7 +959,7 @@ mod tests {
             "POST /ad?x=1 HTTP/1.1\r\nhost: ads:80\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = BytesMut::new();
-        encode_head(&Method::GET, "/", &h, BodyFraming::Chunked, &mut out);
+        encode_head(&Method::GET, "/", &h, None, BodyFraming::Chunked, &mut out);
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
         assert!(!out.windows(14).any(|w| w == b"content-length"));
     }
