@@ -1,6 +1,6 @@
 //! Criterion benches of the memory store's admit: hot key (one visitor) and cold keys (a
 //! million visitors), on one and two threads, next to governor's keyed rate limiter and a plain
-//! `Mutex<HashMap>` doing the same job, in the same run.
+//! `Mutex<HashMap>` doing the same job, in the same run; and of its sweep at a million visitors.
 //!
 //! With `KAPPE_BENCH_STORE=1` it instead runs the `bench-store` measurement
 //! ([`kappe::store::bench::run`]) and prints its report; `KAPPE_BENCH_VISITORS`,
@@ -139,7 +139,30 @@ fn admit_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, admit_benches);
+/// A sweep of a million visitors none of whom has expired (the walk is the whole cost): all
+/// shards at once, and the one shard a running kappe sweeps per tick.
+fn sweep_benches(c: &mut Criterion) {
+    let store = MemoryStore::new(MemoryOptions::default());
+    let req = AdmitRequest::campaign("c", std::slice::from_ref(&CAP));
+    for i in 0..COLD_KEYS {
+        store.admit(VisitorKey(key(i)), &req, T0).unwrap();
+    }
+    let mut g = c.benchmark_group("sweep");
+    g.sample_size(10);
+    g.bench_function("1M visitors/every shard", |b| {
+        b.iter(|| black_box(store.sweep(T0 + 1)));
+    });
+    let mut shard = 0;
+    g.bench_function("1M visitors/one shard", |b| {
+        b.iter(|| {
+            shard = (shard + 1) % store.shard_count();
+            black_box(store.sweep_shard(shard, T0 + 1))
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, admit_benches, sweep_benches);
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

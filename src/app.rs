@@ -22,6 +22,9 @@ use crate::store::pseudonym::{Pseudonymizer, load_or_create_secret};
 use crate::store::redis::{RedisOptions, RedisStore, StoreUrl};
 use crate::store::{Store, snapshot};
 
+/// How often the memory store sweeps each visitor for records that have expired.
+const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// State shared by the visitor port, the admin port and the background tasks.
 pub struct Shared {
     pub cfg: Arc<Config>,
@@ -151,10 +154,17 @@ impl Shared {
         }
     }
 
-    /// The background work of a running kappe: sweeping expired records and writing snapshots.
+    /// The background work of a running kappe: sweeping expired records (every visitor once per
+    /// [`SWEEP_PERIOD`], one shard of the memory store at a time) and writing snapshots.
     /// Runs until `stop` turns true.
     async fn background(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(10));
+        // Every visitor is swept once per SWEEP_PERIOD, one shard per tick.
+        let shards = match &self.store {
+            Store::Memory(m) => m.shard_count().max(1),
+            _ => 1,
+        };
+        let mut sweep = tokio::time::interval(SWEEP_PERIOD / shards as u32);
+        let mut next_shard = 0;
         let mut snap = tokio::time::interval(self.cfg.store.snapshot_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,8 +180,10 @@ impl Shared {
                     if let Store::Memory(m) = &self.store {
                         let m = m.clone();
                         let now = self.clock.now();
-                        // Sweeping walks every shard: keep it off the request workers' turns.
-                        let _ = tokio::task::spawn_blocking(move || m.sweep(now)).await;
+                        let shard = next_shard;
+                        next_shard = (next_shard + 1) % shards;
+                        // A shard's walk is short, but keep it off the request workers' turns.
+                        let _ = tokio::task::spawn_blocking(move || m.sweep_shard(shard, now)).await;
                     }
                 }
                 _ = snap.tick(), if self.cfg.store.state_file.is_some() => {

@@ -884,40 +884,76 @@ impl MemoryStore {
     }
 
     /// Removes every visitor whose records have all expired by `now`, and drops expired parts
-    /// of spilled visitors. Returns how many visitors were removed.
+    /// of spilled visitors, one shard after another. Returns how many visitors were removed.
     pub fn sweep(&self, now: UnixSecs) -> usize {
+        (0..self.shard_count())
+            .map(|shard| self.sweep_shard(shard, now))
+            .sum()
+    }
+
+    /// How many shards the visitors are spread over, for [`sweep_shard`](Self::sweep_shard).
+    pub fn shard_count(&self) -> usize {
+        self.visitors.shards().len()
+    }
+
+    /// [`sweep`](Self::sweep) for the visitors of one shard (0 to [`shard_count`]` - 1`; others
+    /// hold nobody), under that shard's write lock only. A running kappe sweeps one shard at a
+    /// time, spread over its sweep period: walking every shard at once held a core for tens of
+    /// milliseconds at a million visitors, and requests waiting on it made a latency tail.
+    ///
+    /// [`shard_count`]: Self::shard_count
+    pub fn sweep_shard(&self, shard: usize, now: UnixSecs) -> usize {
         let now = to_u32(now);
+        let Some(lock) = self.visitors.shards().get(shard) else {
+            return 0;
+        };
         let mut removed = 0usize;
-        self.visitors.retain(|key, slot| {
-            // Under the shard's write lock: nobody holds this slot's lock.
-            let (spilled, forget, _) = slot.peek();
-            let keep = if spilled {
-                let mut g = slot.lock();
-                match self.spill.get(key) {
-                    Some(e) => {
-                        let mut full = e.lock().unwrap_or_else(PoisonError::into_inner);
-                        full.prune(now);
-                        let fa = full.forget_at();
-                        g.set_spilled(fa, slot_last_seen(slot));
-                        !full.is_empty()
-                    }
-                    None => false,
+        let mut table = lock.write();
+        // SAFETY: what `DashMap::retain` does for each shard. The iterator is made and used up
+        // under the shard's write guard, so no bucket it yields is freed or moved by anyone
+        // else, and hashbrown lets the bucket an iterator has just yielded be erased.
+        #[allow(unsafe_code)]
+        unsafe {
+            for bucket in table.iter() {
+                let (key, slot) = bucket.as_ref();
+                if !self.keeps(key, slot.get(), now) {
+                    table.erase(bucket);
+                    removed += 1;
                 }
-            } else {
-                forget > now
-            };
-            if !keep {
-                if spilled {
-                    self.spill.remove(key);
-                }
-                removed += 1;
             }
-            keep
-        });
+        }
+        drop(table);
         self.count.fetch_sub(removed, Ordering::Relaxed);
         self.evicted_expired
             .fetch_add(removed as u64, Ordering::Relaxed);
         removed
+    }
+
+    /// Whether the sweep keeps `key`'s slot at `now`; a spilled visitor's full record is pruned,
+    /// and removed with it when nothing is left. Runs under the slot's shard write lock, so
+    /// nobody holds the slot's own lock.
+    fn keeps(&self, key: &Key, slot: &Slot, now: u32) -> bool {
+        let (spilled, forget, _) = slot.peek();
+        if !spilled {
+            return forget > now;
+        }
+        let keep = {
+            let mut g = slot.lock();
+            match self.spill.get(key) {
+                Some(e) => {
+                    let mut full = e.lock().unwrap_or_else(PoisonError::into_inner);
+                    full.prune(now);
+                    let fa = full.forget_at();
+                    g.set_spilled(fa, slot_last_seen(slot));
+                    !full.is_empty()
+                }
+                None => false,
+            }
+        };
+        if !keep {
+            self.spill.remove(key);
+        }
+        keep
     }
 
     /// Evicts roughly the least recently seen visitors until the store is at 15/16 of
@@ -1477,6 +1513,38 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.stats().evictions_expired, 102);
         assert_eq!(s.stats().spilled_visitors, 0);
+    }
+
+    /// Sweeping shard by shard removes, in all, what one whole sweep would, each visitor from
+    /// its own shard only; a shard past the last holds nobody.
+    #[test]
+    fn shards_sweep_one_at_a_time() {
+        let s = MemoryStore::new(MemoryOptions::default());
+        let short = [cap(2, 100)];
+        let day = [cap(2, 86_400)];
+        for i in 0..1000u64 {
+            let caps: &[Cap] = if i % 4 == 0 { &day } else { &short };
+            s.admit(VisitorKey(i), &AdmitRequest::campaign("c", caps), T0)
+                .unwrap();
+        }
+        // A spilled visitor whose short campaign expires keeps its day-long one.
+        s.admit(VisitorKey(5000), &AdmitRequest::campaign("a", &short), T0)
+            .unwrap();
+        s.admit(VisitorKey(5000), &AdmitRequest::campaign("b", &day), T0)
+            .unwrap();
+        assert!(s.shard_count() > 1);
+        assert_eq!(s.sweep_shard(s.shard_count(), T0 + 100), 0);
+        let mut removed = 0;
+        for shard in 0..s.shard_count() {
+            let before = s.len();
+            let n = s.sweep_shard(shard, T0 + 100);
+            assert_eq!(s.len(), before - n);
+            removed += n;
+        }
+        assert_eq!(removed, 750);
+        assert_eq!(s.len(), 251);
+        assert_eq!(s.report(VisitorKey(5000), T0 + 100).campaigns.len(), 1);
+        assert_eq!(s.stats().evictions_expired, 750);
     }
 
     /// A flood of new ids never lets the store exceed max_visitors; evictions are counted and
