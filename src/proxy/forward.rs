@@ -310,6 +310,20 @@ mod tests {
         assert!(h.contains_key("x-keep"));
     }
 
+    /// The upstream head of a prepared request without a body, as text.
+    fn head(parts: &http::request::Parts, fwd: &Forwarding) -> String {
+        let mut out = BytesMut::new();
+        crate::proxy::upstream::wire::encode_head(
+            &parts.method,
+            parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
+            &parts.headers,
+            Some(fwd),
+            crate::proxy::upstream::wire::BodyFraming::None,
+            &mut out,
+        );
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
     /// The head kappe sends upstream: its own Host first; the visitor's other fields, less the
     /// hop-by-hop ones and those kappe replaces; then every X-Forwarded-For line the visitor
     /// sent folded, in order, into one value that ends with the peer, kappe's X-Forwarded-Proto
@@ -337,17 +351,8 @@ mod tests {
         let upstream = "ads:8080".parse().unwrap();
         let fwd = prepare_request(&mut parts, &upstream, false, &info, visitor);
         assert_eq!(parts.uri, "http://ads:8080/ad?c=1");
-        let mut out = BytesMut::new();
-        crate::proxy::upstream::wire::encode_head(
-            &parts.method,
-            parts.uri.path_and_query().unwrap().as_str(),
-            &parts.headers,
-            Some(&fwd),
-            crate::proxy::upstream::wire::BodyFraming::None,
-            &mut out,
-        );
         assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
+            head(&parts, &fwd),
             "GET /ad?c=1 HTTP/1.1\r\nhost: ads:8080\r\nx-keep: 1\r\nvia: 1.1 cdn\r\n\
              x-forwarded-for: 10.0.0.1, , 10.0.0.2, 192.0.2.7\r\nx-forwarded-proto: https\r\n\
              x-forwarded-host: shop.example\r\nvia: 1.1 kappe\r\n\r\n"
@@ -364,17 +369,8 @@ mod tests {
         };
         let host = HeaderValue::from_static("shop.example");
         let fwd = prepare_request(&mut parts, &upstream, true, &info, Some(host));
-        let mut out = BytesMut::new();
-        crate::proxy::upstream::wire::encode_head(
-            &parts.method,
-            "/",
-            &parts.headers,
-            Some(&fwd),
-            crate::proxy::upstream::wire::BodyFraming::None,
-            &mut out,
-        );
         assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
+            head(&parts, &fwd),
             "GET / HTTP/1.1\r\nhost: shop.example\r\nx-forwarded-for: 2001:db8::1\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: shop.example\r\nvia: 2 kappe\r\n\r\n"
         );
