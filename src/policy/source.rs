@@ -73,11 +73,6 @@ impl Source {
         }
     }
 
-    /// Reads the id from response headers (header sources only).
-    pub fn from_headers(&self, headers: &http::HeaderMap) -> Option<String> {
-        self.from_field(|name| headers.get(name))
-    }
-
     /// Reads the id from the response field `field` finds by name (header sources only).
     pub fn from_field<'a>(
         &self,
@@ -136,7 +131,7 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert("x-campaign-id", "rt-shoes".parse().unwrap());
         let s = Source::parse("header:X-Campaign-Id").unwrap();
-        assert_eq!(s.from_headers(&h).as_deref(), Some("rt-shoes"));
+        assert_eq!(s.from_field(|n| h.get(n)).as_deref(), Some("rt-shoes"));
     }
 
     /// Malformed sources and hostile ids are refused.
