@@ -17,13 +17,31 @@ use crate::policy::Policy;
 use crate::proxy::Proxy;
 use crate::proxy::upstream::Upstream;
 use crate::server::{self, ServerOptions};
-use crate::store::memory::{MemoryOptions, MemoryStore};
+use crate::store::memory::{MemoryOptions, MemoryStore, SweepCursor};
 use crate::store::pseudonym::{Pseudonymizer, load_or_create_secret};
 use crate::store::redis::{RedisOptions, RedisStore, StoreUrl};
 use crate::store::{Store, snapshot};
 
-/// How often the memory store sweeps each visitor for records that have expired.
+/// How often the memory store sweeps each visitor for records that have expired: one pass in
+/// this period, as long as that takes no step above [`SWEEP_MAX_STEP`] (up to about four million
+/// visitors); a larger store's pass takes longer.
 const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the sweeper takes a step.
+const SWEEP_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+/// The fewest and the most index buckets one step walks. A step runs on worker 0 between
+/// requests and holds one shard's write lock: at most 4096 buckets keeps it to tens of
+/// microseconds (`cargo bench --bench store -- sweep`).
+const SWEEP_MIN_STEP: usize = 256;
+const SWEEP_MAX_STEP: usize = 4096;
+
+/// The buckets a sweep step walks in a store of `buckets` index buckets: one pass per
+/// [`SWEEP_PERIOD`], within the step's bounds.
+fn sweep_step_size(buckets: usize) -> usize {
+    let ticks = SWEEP_PERIOD.as_millis() / SWEEP_TICK.as_millis();
+    buckets
+        .div_ceil(usize::try_from(ticks).unwrap_or(1))
+        .clamp(SWEEP_MIN_STEP, SWEEP_MAX_STEP)
+}
 
 /// State shared by the visitor port, the admin port and the background tasks.
 pub struct Shared {
@@ -155,16 +173,11 @@ impl Shared {
     }
 
     /// The background work of a running kappe: sweeping expired records (every visitor once per
-    /// [`SWEEP_PERIOD`], one shard of the memory store at a time) and writing snapshots.
-    /// Runs until `stop` turns true.
+    /// [`SWEEP_PERIOD`], in short steps) and writing snapshots. Runs until `stop` turns true.
     async fn background(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        // Every visitor is swept once per SWEEP_PERIOD, one shard per tick.
-        let shards = match &self.store {
-            Store::Memory(m) => m.shard_count().max(1),
-            _ => 1,
-        };
-        let mut sweep = tokio::time::interval(SWEEP_PERIOD / shards as u32);
-        let mut next_shard = 0;
+        let mut sweep = tokio::time::interval(SWEEP_TICK);
+        let mut cursor = SweepCursor::default();
+        let mut step = SWEEP_MIN_STEP;
         let mut snap = tokio::time::interval(self.cfg.store.snapshot_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -176,14 +189,13 @@ impl Shared {
                         return;
                     }
                 }
-                _ = sweep.tick() => {
+                _ = sweep.tick(), if matches!(self.store, Store::Memory(_)) => {
                     if let Store::Memory(m) = &self.store {
-                        let m = m.clone();
-                        let now = self.clock.now();
-                        let shard = next_shard;
-                        next_shard = (next_shard + 1) % shards;
-                        // A shard's walk is short, but keep it off the request workers' turns.
-                        let _ = tokio::task::spawn_blocking(move || m.sweep_shard(shard, now)).await;
+                        // Each pass sizes its steps to the store as it then is.
+                        if cursor.at_start() {
+                            step = sweep_step_size(m.bucket_count());
+                        }
+                        m.sweep_step(&mut cursor, step, self.clock.now());
                     }
                 }
                 _ = snap.tick(), if self.cfg.store.state_file.is_some() => {
@@ -460,4 +472,19 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || me.write_state()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pass takes one sweep period while its steps stay within bounds; beyond, the steps stay
+    /// at the most and the pass takes longer.
+    #[test]
+    fn sweep_steps_spread_a_pass_over_the_period() {
+        assert_eq!(sweep_step_size(0), SWEEP_MIN_STEP);
+        assert_eq!(sweep_step_size(2_097_152), 2_098);
+        assert_eq!(sweep_step_size(4_096_000), SWEEP_MAX_STEP);
+        assert_eq!(sweep_step_size(33_554_432), SWEEP_MAX_STEP);
+    }
 }

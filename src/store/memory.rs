@@ -77,6 +77,22 @@ impl Default for MemoryOptions {
 }
 
 /// Plain numbers for the metrics module to read at scrape time.
+/// Where a stepped sweep goes on from ([`MemoryStore::sweep_step`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepCursor {
+    shard: usize,
+    bucket: usize,
+    /// Whole passes over the store completed.
+    pub passes: u64,
+}
+
+impl SweepCursor {
+    /// Whether the next step starts a pass.
+    pub fn at_start(&self) -> bool {
+        self.shard == 0 && self.bucket == 0
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Visitors currently held (`kappe_store_visitors`).
@@ -887,34 +903,88 @@ impl MemoryStore {
     /// of spilled visitors, one shard after another. Returns how many visitors were removed.
     pub fn sweep(&self, now: UnixSecs) -> usize {
         (0..self.shard_count())
-            .map(|shard| self.sweep_shard(shard, now))
+            .map(|shard| self.sweep_buckets(shard, 0, usize::MAX, to_u32(now)).0)
             .sum()
     }
 
-    /// How many shards the visitors are spread over, for [`sweep_shard`](Self::sweep_shard).
+    /// How many shards the visitors are spread over.
     pub fn shard_count(&self) -> usize {
         self.visitors.shards().len()
     }
 
-    /// [`sweep`](Self::sweep) for the visitors of one shard (0 to [`shard_count`]` - 1`; others
-    /// hold nobody), under that shard's write lock only. A running kappe sweeps one shard at a
-    /// time, spread over its sweep period: walking every shard at once held a core for tens of
-    /// milliseconds at a million visitors, and requests waiting on it made a latency tail.
-    ///
-    /// [`shard_count`]: Self::shard_count
-    pub fn sweep_shard(&self, shard: usize, now: UnixSecs) -> usize {
+    /// How many index buckets the shards have in all: what one pass of
+    /// [`sweep_step`](Self::sweep_step) walks.
+    pub fn bucket_count(&self) -> usize {
+        self.visitors
+            .shards()
+            .iter()
+            .map(|s| s.read().buckets())
+            .sum()
+    }
+
+    /// Sweeps the next `budget` index buckets from `cursor` on (at least one), and moves the
+    /// cursor past them; after the last bucket of the last shard it starts over. A running kappe
+    /// sweeps in such steps, a few thousand buckets at a time spread over its sweep period, so
+    /// that no step holds a shard's write lock, or the thread that runs it, for long: a whole
+    /// shard took 0.2 ms at a million visitors and several at ten million, and requests that
+    /// waited on it made a latency tail. A shard that grows between two steps is rehashed, so
+    /// some of its visitors are passed over until the next pass, and some seen twice.
+    pub fn sweep_step(&self, cursor: &mut SweepCursor, budget: usize, now: UnixSecs) -> usize {
         let now = to_u32(now);
+        let shards = self.shard_count();
+        let mut left = budget.max(1);
+        let mut removed = 0;
+        while left > 0 {
+            let (n, walked, next) = self.sweep_buckets(cursor.shard, cursor.bucket, left, now);
+            removed += n;
+            left -= walked.min(left);
+            match next {
+                Some(b) => cursor.bucket = b,
+                None => {
+                    cursor.bucket = 0;
+                    cursor.shard += 1;
+                    if cursor.shard >= shards {
+                        cursor.shard = 0;
+                        cursor.passes += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        removed
+    }
+
+    /// Sweeps at most `max` buckets of `shard` from index `from` on, under its write lock.
+    /// Returns how many visitors went, how many buckets were walked, and the index to go on
+    /// from (`None` at the shard's end).
+    fn sweep_buckets(
+        &self,
+        shard: usize,
+        from: usize,
+        max: usize,
+        now: u32,
+    ) -> (usize, usize, Option<usize>) {
         let Some(lock) = self.visitors.shards().get(shard) else {
-            return 0;
+            return (0, 0, None);
         };
         let mut removed = 0usize;
         let mut table = lock.write();
-        // SAFETY: what `DashMap::retain` does for each shard. The iterator is made and used up
-        // under the shard's write guard, so no bucket it yields is freed or moved by anyone
-        // else, and hashbrown lets the bucket an iterator has just yielded be erased.
-        #[allow(unsafe_code)]
-        unsafe {
-            for bucket in table.iter() {
+        let end = table.buckets().min(from.saturating_add(max));
+        let walked = end.saturating_sub(from);
+        // An unallocated table has one bucket index that may not be read.
+        if table.is_empty() {
+            return (0, walked, (end < table.buckets()).then_some(end));
+        }
+        for i in from..end {
+            // SAFETY: `i` is below the table's bucket count, and the table is allocated (not
+            // empty). The guard is held throughout, so nobody else frees or moves a bucket, and
+            // erasing the full bucket just read is what hashbrown's own `retain` does.
+            #[allow(unsafe_code)]
+            unsafe {
+                if !table.is_bucket_full(i) {
+                    continue;
+                }
+                let bucket = table.bucket(i);
                 let (key, slot) = bucket.as_ref();
                 if !self.keeps(key, slot.get(), now) {
                     table.erase(bucket);
@@ -922,11 +992,12 @@ impl MemoryStore {
                 }
             }
         }
+        let next = (end < table.buckets()).then_some(end);
         drop(table);
         self.count.fetch_sub(removed, Ordering::Relaxed);
         self.evicted_expired
             .fetch_add(removed as u64, Ordering::Relaxed);
-        removed
+        (removed, walked, next)
     }
 
     /// Whether the sweep keeps `key`'s slot at `now`; a spilled visitor's full record is pruned,
@@ -1515,10 +1586,10 @@ mod tests {
         assert_eq!(s.stats().spilled_visitors, 0);
     }
 
-    /// Sweeping shard by shard removes, in all, what one whole sweep would, each visitor from
-    /// its own shard only; a shard past the last holds nobody.
+    /// Sweeping in steps of a few buckets removes, over one pass, what one whole sweep would;
+    /// the cursor then starts over, and a step as large as the store is one pass.
     #[test]
-    fn shards_sweep_one_at_a_time() {
+    fn sweeps_in_steps() {
         let s = MemoryStore::new(MemoryOptions::default());
         let short = [cap(2, 100)];
         let day = [cap(2, 86_400)];
@@ -1532,19 +1603,36 @@ mod tests {
             .unwrap();
         s.admit(VisitorKey(5000), &AdmitRequest::campaign("b", &day), T0)
             .unwrap();
-        assert!(s.shard_count() > 1);
-        assert_eq!(s.sweep_shard(s.shard_count(), T0 + 100), 0);
-        let mut removed = 0;
-        for shard in 0..s.shard_count() {
+        let buckets = s.bucket_count();
+        assert!(buckets >= 1001 && s.shard_count() > 1);
+        let mut cursor = SweepCursor::default();
+        let (mut removed, mut steps) = (0, 0);
+        while cursor.passes == 0 {
             let before = s.len();
-            let n = s.sweep_shard(shard, T0 + 100);
+            let n = s.sweep_step(&mut cursor, 7, T0 + 100);
             assert_eq!(s.len(), before - n);
             removed += n;
+            steps += 1;
         }
         assert_eq!(removed, 750);
+        assert!(
+            steps >= buckets / 7,
+            "{steps} steps of 7 over {buckets} buckets"
+        );
         assert_eq!(s.len(), 251);
         assert_eq!(s.report(VisitorKey(5000), T0 + 100).campaigns.len(), 1);
         assert_eq!(s.stats().evictions_expired, 750);
+        assert_eq!(
+            cursor,
+            SweepCursor {
+                passes: 1,
+                ..SweepCursor::default()
+            }
+        );
+        // One step over everything is one pass; the day-long visitors go a day later.
+        assert_eq!(s.sweep_step(&mut cursor, usize::MAX, T0 + 86_400), 251);
+        assert_eq!(cursor.passes, 2);
+        assert!(s.is_empty());
     }
 
     /// A flood of new ids never lets the store exceed max_visitors; evictions are counted and

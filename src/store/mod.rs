@@ -22,7 +22,7 @@ pub mod redis;
 pub mod snapshot;
 pub mod window;
 
-pub use memory::{MemoryOptions, MemoryStore, StoreStats};
+pub use memory::{MemoryOptions, MemoryStore, StoreStats, SweepCursor};
 
 /// A pseudonymous visitor: a keyed hash of the visitor id. The raw id never reaches a store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
