@@ -162,7 +162,62 @@ fn sweep_benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, admit_benches, sweep_benches);
+/// Making room in a store at its bound of a million visitors: the admit that finds the store
+/// full and evicts 1/16 of it in one go, against one of the sweeper's evicting steps (16,384
+/// buckets, the most) that make room ahead of that. New visitors refill the store between
+/// iterations, untimed.
+fn eviction_benches(c: &mut Criterion) {
+    let max = COLD_KEYS as usize;
+    let store = MemoryStore::new(MemoryOptions {
+        max_visitors: max,
+        ..MemoryOptions::default()
+    });
+    let req = AdmitRequest::campaign("c", std::slice::from_ref(&CAP));
+    // New visitors, a thousand a second.
+    let mut next = 0u64;
+    let mut admit_new = |store: &MemoryStore| {
+        store
+            .admit(VisitorKey(key(next)), &req, T0 + next / 1000)
+            .unwrap();
+        next += 1;
+        T0 + next / 1000
+    };
+    let mut g = c.benchmark_group("evict");
+    g.sample_size(10);
+    g.bench_function("1M visitors/the admit that finds the store full", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                while store.len() < max {
+                    admit_new(&store);
+                }
+                let start = Instant::now();
+                admit_new(&store);
+                spent += start.elapsed();
+            }
+            spent
+        });
+    });
+    let mut cursor = SweepCursor::default();
+    g.bench_function("1M visitors/one evicting step of 16,384 buckets", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let mut now = T0;
+                while !cursor.evicting() && store.len() < max - max / 32 {
+                    now = admit_new(&store);
+                }
+                let start = Instant::now();
+                black_box(store.sweep_step(&mut cursor, 16_384, now));
+                spent += start.elapsed();
+            }
+            spent
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, admit_benches, sweep_benches, eviction_benches);
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

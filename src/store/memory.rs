@@ -84,12 +84,20 @@ pub struct SweepCursor {
     bucket: usize,
     /// Whole passes over the store completed.
     pub passes: u64,
+    /// While the store is near its bound: the last-seen time at or below which a visitor is
+    /// evicted on the way.
+    evict_to: Option<u32>,
 }
 
 impl SweepCursor {
     /// Whether the next step starts a pass.
     pub fn at_start(&self) -> bool {
         self.shard == 0 && self.bucket == 0
+    }
+
+    /// Whether the steps are evicting visitors to make room, besides sweeping.
+    pub fn evicting(&self) -> bool {
+        self.evict_to.is_some()
     }
 }
 
@@ -903,7 +911,10 @@ impl MemoryStore {
     /// of spilled visitors, one shard after another. Returns how many visitors were removed.
     pub fn sweep(&self, now: UnixSecs) -> usize {
         (0..self.shard_count())
-            .map(|shard| self.sweep_buckets(shard, 0, usize::MAX, to_u32(now)).0)
+            .map(|shard| {
+                self.sweep_buckets(shard, 0, usize::MAX, to_u32(now), None)
+                    .0
+            })
             .sum()
     }
 
@@ -929,15 +940,37 @@ impl MemoryStore {
     /// shard took 0.2 ms at a million visitors and several at ten million, and requests that
     /// waited on it made a latency tail. A shard that grows between two steps is rehashed, so
     /// some of its visitors are passed over until the next pass, and some seen twice.
+    ///
+    /// Once the store holds 31/32 of `max_visitors`, the steps also evict the least recently
+    /// seen visitors on their way, until it is down to 15/16: room is made ahead, in steps, and
+    /// an admit meets a full store (and evicts there and then, in one pass over every shard)
+    /// only when new visitors arrive faster than the steps go. Returns how many visitors went.
     pub fn sweep_step(&self, cursor: &mut SweepCursor, budget: usize, now: UnixSecs) -> usize {
         let now = to_u32(now);
         let shards = self.shard_count();
+        let (start, target) = self.eviction_bounds();
+        if cursor.evict_to.is_none() {
+            let count = self.count.load(Ordering::Relaxed);
+            if count >= start {
+                cursor.evict_to = Some(self.eviction_cutoff(count, target, now));
+            }
+        }
         let mut left = budget.max(1);
         let mut removed = 0;
         while left > 0 {
-            let (n, walked, next) = self.sweep_buckets(cursor.shard, cursor.bucket, left, now);
+            let evict = cursor.evict_to.map(|to| {
+                (
+                    to,
+                    self.count.load(Ordering::Relaxed).saturating_sub(target),
+                )
+            });
+            let (n, walked, next) =
+                self.sweep_buckets(cursor.shard, cursor.bucket, left, now, evict);
             removed += n;
             left -= walked.min(left);
+            if cursor.evict_to.is_some() && self.count.load(Ordering::Relaxed) <= target {
+                cursor.evict_to = None;
+            }
             match next {
                 Some(b) => cursor.bucket = b,
                 None => {
@@ -946,6 +979,12 @@ impl MemoryStore {
                     if cursor.shard >= shards {
                         cursor.shard = 0;
                         cursor.passes += 1;
+                        // A pass that did not make room enough: a new cut-off from the store
+                        // as it now is.
+                        if cursor.evict_to.is_some() {
+                            let count = self.count.load(Ordering::Relaxed);
+                            cursor.evict_to = Some(self.eviction_cutoff(count, target, now));
+                        }
                         break;
                     }
                 }
@@ -954,20 +993,23 @@ impl MemoryStore {
         removed
     }
 
-    /// Sweeps at most `max` buckets of `shard` from index `from` on, under its write lock.
-    /// Returns how many visitors went, how many buckets were walked, and the index to go on
-    /// from (`None` at the shard's end).
+    /// Sweeps at most `max` buckets of `shard` from index `from` on, under its write lock,
+    /// and with `evict` = (cut-off, how many) also evicts up to that many visitors last seen at
+    /// or before the cut-off. Returns how many visitors went, how many buckets were walked, and
+    /// the index to go on from (`None` at the shard's end).
     fn sweep_buckets(
         &self,
         shard: usize,
         from: usize,
         max: usize,
         now: u32,
+        evict: Option<(u32, usize)>,
     ) -> (usize, usize, Option<usize>) {
         let Some(lock) = self.visitors.shards().get(shard) else {
             return (0, 0, None);
         };
-        let mut removed = 0usize;
+        let (mut expired, mut evicted) = (0usize, 0usize);
+        let (cutoff, mut evict_left) = evict.unwrap_or((0, 0));
         let mut table = lock.write();
         let end = table.buckets().min(from.saturating_add(max));
         let walked = end.saturating_sub(from);
@@ -988,16 +1030,28 @@ impl MemoryStore {
                 let (key, slot) = bucket.as_ref();
                 if !self.keeps(key, slot.get(), now) {
                     table.erase(bucket);
-                    removed += 1;
+                    expired += 1;
+                    continue;
+                }
+                let (spilled, _, seen) = slot.get().peek();
+                if evict_left > 0 && seen <= cutoff {
+                    if spilled {
+                        self.spill.remove(key);
+                    }
+                    table.erase(bucket);
+                    evicted += 1;
+                    evict_left -= 1;
                 }
             }
         }
         let next = (end < table.buckets()).then_some(end);
         drop(table);
-        self.count.fetch_sub(removed, Ordering::Relaxed);
+        self.count.fetch_sub(expired + evicted, Ordering::Relaxed);
         self.evicted_expired
-            .fetch_add(removed as u64, Ordering::Relaxed);
-        (removed, walked, next)
+            .fetch_add(expired as u64, Ordering::Relaxed);
+        self.evicted_capacity
+            .fetch_add(evicted as u64, Ordering::Relaxed);
+        (expired + evicted, walked, next)
     }
 
     /// Whether the sweep keeps `key`'s slot at `now`; a spilled visitor's full record is pruned,
@@ -1027,18 +1081,20 @@ impl MemoryStore {
         keep
     }
 
-    /// Evicts roughly the least recently seen visitors until the store is at 15/16 of
-    /// `max_visitors`. The age cut-off is estimated from a sample (the first shard's entries,
-    /// which are in hash order and so a fair sample); then one pass removes entries below it.
-    fn make_room(&self, now: u32) {
-        let _one = self.evicting.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = self.count.load(Ordering::Relaxed);
+    /// The store's count at which the sweeper starts evicting (31/32 of `max_visitors`), and
+    /// the count evictions bring it down to (15/16).
+    fn eviction_bounds(&self) -> (usize, usize) {
         let max = self.opts.max_visitors;
-        if count < max {
-            return;
-        }
+        let start = max - (max / 32).min(max);
         let target = max - (max / 16).max(1).min(max);
-        let excess = count - target;
+        (start, target)
+    }
+
+    /// The last-seen time at or before which roughly `count - target` of `count` visitors were
+    /// last seen, estimated from a sample (the first shard's entries, which are in hash order
+    /// and so a fair sample); `now` for an empty store.
+    fn eviction_cutoff(&self, count: usize, target: usize, now: u32) -> u32 {
+        let excess = count.saturating_sub(target);
         let mut sample: Vec<u32> = self
             .visitors
             .iter()
@@ -1046,12 +1102,26 @@ impl MemoryStore {
             .map(|r| r.value().peek().2)
             .collect();
         sample.sort_unstable();
-        let cutoff = if sample.is_empty() {
-            now
-        } else {
-            let i = (excess * sample.len() / count.max(1)).min(sample.len() - 1);
-            sample[i]
-        };
+        if sample.is_empty() {
+            return now;
+        }
+        let i = (excess * sample.len() / count.max(1)).min(sample.len() - 1);
+        sample[i]
+    }
+
+    /// Evicts roughly the least recently seen visitors until the store is at 15/16 of
+    /// `max_visitors`, in one go: what an admit does when it finds the store full (the sweeper's
+    /// steps normally make room before that). The age cut-off is estimated from a sample; then
+    /// one pass removes entries below it.
+    fn make_room(&self, now: u32) {
+        let _one = self.evicting.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = self.count.load(Ordering::Relaxed);
+        if count < self.opts.max_visitors {
+            return;
+        }
+        let target = self.eviction_bounds().1;
+        let excess = count - target;
+        let cutoff = self.eviction_cutoff(count, target, now);
         // Passes: strictly older than the cut-off, then at it, then anything (a flood of
         // same-second visitors); each stops once enough are gone.
         let mut removed = 0usize;
@@ -1633,6 +1703,46 @@ mod tests {
         assert_eq!(s.sweep_step(&mut cursor, usize::MAX, T0 + 86_400), 251);
         assert_eq!(cursor.passes, 2);
         assert!(s.is_empty());
+    }
+
+    /// Near its bound the store is made room in the sweeper's steps, least recently seen
+    /// first, before any admit meets a full store; below 31/32 of the bound nobody is evicted.
+    #[test]
+    fn sweeper_makes_room_ahead_of_the_bound() {
+        let s = MemoryStore::new(MemoryOptions {
+            max_visitors: 1_000,
+            ..MemoryOptions::default()
+        });
+        let caps = [cap(1, 86_400)];
+        let key = |i: u64| VisitorKey(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let admit = |i: u64| {
+            s.admit(key(i), &AdmitRequest::campaign("c", &caps), T0 + i)
+                .unwrap();
+        };
+        (0..968).for_each(admit);
+        let mut cursor = SweepCursor::default();
+        while cursor.passes == 0 {
+            assert_eq!(s.sweep_step(&mut cursor, 64, T0 + 1_000), 0);
+        }
+        assert!(!cursor.evicting());
+        (968..980).for_each(admit);
+        assert_eq!(s.len(), 980, "no admit below the bound evicts");
+        let mut steps = 0;
+        s.sweep_step(&mut cursor, 64, T0 + 1_000);
+        while cursor.evicting() {
+            s.sweep_step(&mut cursor, 64, T0 + 1_000);
+            steps += 1;
+            assert!(steps < 1_000);
+        }
+        assert_eq!(s.len(), 938, "down to 15/16 of the bound");
+        assert_eq!(s.stats().evictions_capacity, 42);
+        assert_eq!(s.stats().evictions_expired, 0);
+        for i in 43..980 {
+            assert!(
+                !s.report(key(i), T0 + 1_000).is_empty(),
+                "visitor {i} was evicted"
+            );
+        }
     }
 
     /// A flood of new ids never lets the store exceed max_visitors; evictions are counted and
