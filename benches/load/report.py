@@ -76,6 +76,68 @@ def paced(path):
     }
 
 
+def by_round(w, kind, name, parse):
+    """A target's figures of one kind ("max" or "lat") keyed by round."""
+    runs = {int(f.rsplit(".", 1)[1]): parse(f) for f in glob.glob(f"{raw}/w{w}.{kind}.{name}.*")}
+    return {r: v for r, v in runs.items() if v}
+
+
+# The targets of kappe with caps on memory, each judged round by round: the targets of a round run
+# one after the other within a minute, so a round's own ratio leaves out the drift of a shared
+# machine between rounds, which moves single medians by 10 to 20% here.
+# Each: label, peer, kind of run ("max" closed loop, "lat" constant rate), figure, whether it is
+# compared as kappe-cap's over the peer's ("ratio") or, for latency added over direct in the same
+# round, as kappe-cap's minus the peer's ("diff": going direct cancels out), what is needed, and
+# the test of one value.
+# The last field is the same figure's column in the table of medians.
+TARGETS = [
+    ("throughput vs HAProxy cap", "haproxy-cap", "max", "rps", "ratio", "at least 1.00x",
+     lambda v: v >= 1.0, "max_rps"),
+    ("throughput vs nginx plain", "nginx", "max", "rps", "ratio", "at least 1.00x",
+     lambda v: v >= 1.0, "max_rps"),
+    ("CPU per request vs HAProxy cap", "haproxy-cap", "max", "cpu_per_1000", "ratio",
+     "at most 1.00x", lambda v: v <= 1.0, "cpu_s_per_1000_max"),
+    ("added p99 vs nginx", "nginx", "lat", "p99", "diff", "at most +0 µs", lambda v: v <= 0,
+     "added_p99_us"),
+    ("ambition: throughput vs HAProxy plain", "haproxy", "max", "rps", "ratio",
+     "at least 1.20x", lambda v: v >= 1.2, "max_rps"),
+]
+
+
+def targets(w, rows):
+    parse = {"max": closed, "lat": paced}
+    out = []
+    for label, peer, kind, fig, how, need, ok, column in TARGETS:
+        mine = by_round(w, kind, "kappe-cap", parse[kind])
+        theirs = by_round(w, kind, peer, parse[kind])
+        vals = []
+        for r in sorted(set(mine) & set(theirs)):
+            a, b = mine[r][fig], theirs[r][fig]
+            if a is None or b is None:
+                continue
+            vals.append(a / b if how == "ratio" else a - b)
+        if not vals:
+            continue
+        m = med(vals)
+        a, b = rows.get("kappe-cap", {}).get(column), rows.get(peer, {}).get(column)
+        table = None if a is None or b is None else a / b if how == "ratio" else a - b
+        out.append({
+            "target": label,
+            "peer": peer,
+            "need": need,
+            "unit": "x" if how == "ratio" else "µs",
+            "of_medians": table,
+            "of_medians_met": table is not None and ok(table),
+            "median": m,
+            "min": min(vals),
+            "max": max(vals),
+            "rounds_met": sum(map(ok, vals)),
+            "rounds": len(vals),
+            "met": ok(m),
+        })
+    return out
+
+
 series = {}
 for w in sorted({re.match(r".*/w(\d+)\.", f).group(1) for f in glob.glob(f"{raw}/w*.max.*")}):
     rss = {}
@@ -116,6 +178,7 @@ for w in sorted({re.match(r".*/w(\d+)\.", f).group(1) for f in glob.glob(f"{raw}
         "load_start": machine.get(f"load.{w}.start"),
         "load_end": machine.get(f"load.{w}.end"),
         "rows": rows,
+        "targets": targets(w, rows),
     }
 
 json.dump({"machine": machine, "series": series}, open(f"{out}/results.json", "w"), indent=1)
@@ -159,6 +222,28 @@ for w, s in series.items():
            if r["errors"] + r.get("const_errors", 0)}
     if bad:
         lines += ["", "Socket errors: " + ", ".join(f"{n} {e}" for n, (_, e) in bad.items())]
+    if s["targets"]:
+        lines += [
+            "",
+            "Targets of kappe with caps on memory: from the medians above, and round by round "
+            "(each round's own ratio or difference, its median and range over the rounds):",
+            "",
+            "| target | needed | from the medians | met | round by round: median | range "
+            "| rounds met | met |",
+            "|---|---|---:|---|---:|---:|---:|---|",
+        ]
+        for t in s["targets"]:
+            spec = ".2f" if t["unit"] == "x" else "+.0f"
+            unit = "x" if t["unit"] == "x" else " µs"
+
+            def v(x):
+                return "n/a" if x is None else f"{format(x, spec)}{unit}"
+
+            lines.append(
+                f"| {t['target']} | {t['need']} | {v(t['of_medians'])} "
+                f"| {'yes' if t['of_medians_met'] else 'no'} | {v(t['median'])} "
+                f"| {v(t['min'])} to {v(t['max'])} | {t['rounds_met']} of {t['rounds']} "
+                f"| {'yes' if t['met'] else 'no'} |")
     lines.append("")
 open(f"{out}/table.md", "w").write("\n".join(lines))
 
