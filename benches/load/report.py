@@ -82,14 +82,13 @@ def by_round(w, kind, name, parse):
     return {r: v for r, v in runs.items() if v}
 
 
-# The targets of kappe with caps on memory, each judged round by round: the targets of a round run
-# one after the other within a minute, so a round's own ratio leaves out the drift of a shared
-# machine between rounds, which moves single medians by 10 to 20% here.
-# Each: label, peer, kind of run ("max" closed loop, "lat" constant rate), figure, whether it is
-# compared as kappe-cap's over the peer's ("ratio") or, for latency added over direct in the same
-# round, as kappe-cap's minus the peer's ("diff": going direct cancels out), what is needed, and
-# the test of one value.
-# The last field is the same figure's column in the table of medians.
+# The targets of kappe with caps on memory, each judged from the table's medians and round by
+# round: the targets of a round run one after the other within a minute, so a round's own ratio
+# leaves out the drift of a shared machine between rounds, which moves single medians by 10 to
+# 20% here. Each: label, peer, kind of run ("max" closed loop, "lat" constant rate), figure,
+# whether kappe-cap's figure is divided by the peer's ("ratio") or, for latency added over direct
+# in the same round, the peer's is subtracted ("diff": going direct cancels out), what is needed,
+# the test of one value, and the figure's column in the table of medians.
 TARGETS = [
     ("throughput vs HAProxy cap", "haproxy-cap", "max", "rps", "ratio", "at least 1.00x",
      lambda v: v >= 1.0, "max_rps"),
@@ -104,12 +103,12 @@ TARGETS = [
 ]
 
 
-def targets(w, rows):
-    parse = {"max": closed, "lat": paced}
+def targets(rows, rounds):
+    """The targets' verdicts from a series' rows and its runs, rounds[kind][name][round]."""
     out = []
     for label, peer, kind, fig, how, need, ok, column in TARGETS:
-        mine = by_round(w, kind, "kappe-cap", parse[kind])
-        theirs = by_round(w, kind, peer, parse[kind])
+        mine = rounds[kind].get("kappe-cap", {})
+        theirs = rounds[kind].get(peer, {})
         vals = []
         for r in sorted(set(mine) & set(theirs)):
             a, b = mine[r][fig], theirs[r][fig]
@@ -146,13 +145,14 @@ for w in sorted({re.match(r".*/w(\d+)\.", f).group(1) for f in glob.glob(f"{raw}
             k, v = line.strip().split("=")
             rss[k] = int(v)
     rows = {}
+    maxes = {}
     lat = {}
     for name in ORDER:
-        runs = {int(f.rsplit(".", 1)[1]): closed(f) for f in glob.glob(f"{raw}/w{w}.max.{name}.*")}
-        runs = {r: v for r, v in runs.items() if v}
+        runs = by_round(w, "max", name, closed)
         if not runs:
             continue
-        lat[name] = {int(f.rsplit(".", 1)[1]): paced(f) for f in glob.glob(f"{raw}/w{w}.lat.{name}.*")}
+        maxes[name] = runs
+        lat[name] = by_round(w, "lat", name, paced)
         rows[name] = {
             "label": LABEL[name],
             "max_rps": med([v["rps"] for v in runs.values()]),
@@ -164,8 +164,8 @@ for w in sorted({re.match(r".*/w(\d+)\.", f).group(1) for f in glob.glob(f"{raw}
             "rss_mib": rss.get(name, 0) / 1024,
         }
     for name, row in rows.items():
-        mine = {r: v for r, v in lat.get(name, {}).items() if v}
-        base = {r: v for r, v in lat.get("direct", {}).items() if v}
+        mine = lat.get(name, {})
+        base = lat.get("direct", {})
         for p in ("p50", "p99", "p999"):
             row[f"{p}_us"] = med([v[p] for v in mine.values()])
             row[f"added_{p}_us"] = med([mine[r][p] - base[r][p] for r in mine if r in base])
@@ -178,7 +178,7 @@ for w in sorted({re.match(r".*/w(\d+)\.", f).group(1) for f in glob.glob(f"{raw}
         "load_start": machine.get(f"load.{w}.start"),
         "load_end": machine.get(f"load.{w}.end"),
         "rows": rows,
-        "targets": targets(w, rows),
+        "targets": targets(rows, {"max": maxes, "lat": lat}),
     }
 
 json.dump({"machine": machine, "series": series}, open(f"{out}/results.json", "w"), indent=1)
