@@ -11,6 +11,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use crate::server::VisitorBody;
 
 use super::upstream::ResponseBody;
+use super::upstream::wire::Verbatim;
 
 /// An error from a body stream.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,6 +30,30 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
+    /// Takes the upstream answer's fields that pass through untouched, leaving none: the head
+    /// written to the visitor carries them.
+    pub fn take_verbatim(&mut self) -> Verbatim {
+        match self {
+            ProxyBody::Stream(b) | ProxyBody::Prefixed(_, b) => b.take_verbatim(),
+            ProxyBody::Empty | ProxyBody::Full(_) => Verbatim::default(),
+        }
+    }
+
+    /// Gives the upstream answer's `verbatim` fields to the body that goes on reading the
+    /// answer, or, when the body was read whole, puts them into `headers`.
+    pub fn keep_verbatim(&mut self, verbatim: Verbatim, headers: &mut http::HeaderMap) {
+        match self {
+            ProxyBody::Stream(b) | ProxyBody::Prefixed(_, b) => b.set_verbatim(verbatim),
+            ProxyBody::Empty | ProxyBody::Full(_) => verbatim.restore(headers),
+        }
+    }
+
+    /// Puts the upstream answer's verbatim fields into `headers`, for a writer that writes
+    /// only the map.
+    pub fn map_verbatim(&mut self, headers: &mut http::HeaderMap) {
+        self.take_verbatim().restore(headers);
+    }
+
     /// A complete body.
     pub fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();

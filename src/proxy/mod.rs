@@ -74,14 +74,12 @@ static X_KAPPE_EXCLUDE: HeaderName = HeaderName::from_static("x-kappe-exclude");
 static X_KAPPE_CAPPED: HeaderName = HeaderName::from_static("x-kappe-capped");
 static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
 
-/// The fields of the upstream's answer that are addressed to kappe and, unless
-/// `--keep-upstream-headers`, never reach the visitor: the retargeting header, `X-Kappe-Burn`,
-/// the policy header and the headers campaigns and advertisers are read from. The upstream
-/// client sets them aside as it reads an answer ([`Addressed`]).
-pub(crate) fn addressed_fields(e: &Enforcement) -> Vec<HeaderName> {
-    if e.keep_upstream_headers {
-        return Vec::new();
-    }
+/// The fields of the upstream's answer that kappe reads: the retargeting header, `X-Kappe-Burn`,
+/// the policy header and the headers campaigns and advertisers are read from. Unless
+/// `--keep-upstream-headers`, they are addressed to kappe and never reach the visitor: the
+/// upstream client sets them aside as it reads an answer ([`Addressed`]). Fields kappe does
+/// not read pass through as they came ([`upstream::wire::Verbatim`]).
+pub(crate) fn answer_fields(e: &Enforcement) -> upstream::wire::AnswerFields {
     let mut names = vec![e.retargeting_header.clone(), X_KAPPE_BURN.clone()];
     names.extend(e.policy_header.clone());
     for source in e.campaign_from.iter().chain(&e.advertiser_from) {
@@ -91,7 +89,7 @@ pub(crate) fn addressed_fields(e: &Enforcement) -> Vec<HeaderName> {
             names.push(name.clone());
         }
     }
-    names
+    upstream::wire::AnswerFields::new(names, !e.keep_upstream_headers)
 }
 
 impl Proxy {
@@ -373,7 +371,9 @@ impl Proxy {
         info: &ConnInfo,
     ) -> Result<(Response<ProxyBody>, Decision, Option<String>), ProxyError> {
         let e = &self.cfg.enforcement;
-        let (mut parts, body) = resp.into_parts();
+        let (mut parts, mut body) = resp.into_parts();
+        // Fields kappe does not read: they go back with the body that is served.
+        let verbatim = body.take_verbatim();
         forward::prepare_response(&mut parts.headers, ctx.version);
         // The fields addressed to kappe: set aside as the answer was read, or, with
         // --keep-upstream-headers, in its map, travelling on.
@@ -533,6 +533,8 @@ impl Proxy {
             }
             Decision::Dropped(r) => self.metrics.dropped.with_label_values(&[r.label()]).inc(),
         }
+        let mut body = body;
+        body.keep_verbatim(verbatim, &mut parts.headers);
         Ok((Response::from_parts(parts, body), decision, campaign))
     }
 

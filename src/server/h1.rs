@@ -40,7 +40,7 @@ use super::io::Io;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::forward::list_items;
 use crate::proxy::upstream::wire::{
-    self, ChunkedDecoder, ConnectionTokens, LAST_CHUNK, encode_chunk,
+    self, ChunkedDecoder, ConnectionTokens, LAST_CHUNK, Verbatim, encode_chunk,
 };
 
 /// The most header lines a request may have.
@@ -377,8 +377,10 @@ async fn write_response(
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
 
+    let verbatim = body.take_verbatim();
     out.clear();
-    encode_head(status, h, framing, out);
+    encode_head(status, h, &verbatim, framing, out);
+    drop(verbatim);
     wire::recycle(std::mem::take(h));
     if framing == Framing::None {
         io.write_all(out).await?;
@@ -438,19 +440,27 @@ async fn write_response(
     Ok(keep_alive && framing != Framing::Close)
 }
 
-/// The status line and header fields, in the order the handler left them, then the framing
-/// fields for `framing` and a Date field when the handler set none. With a body to delimit, the
-/// map's own Content-Length and Transfer-Encoding are left out: `framing` says how the body is
-/// sent. Without one (HEAD, 1xx, 204, 304), they are sent as the handler left them.
-fn encode_head(status: StatusCode, headers: &HeaderMap, framing: Framing, out: &mut BytesMut) {
-    out.reserve(128 + headers.len() * 48);
+/// The status line, the upstream answer's fields that pass through untouched (`verbatim`), the
+/// header fields in the order the handler left them, then the framing fields for `framing` and
+/// a Date field when there was none. With a body to delimit, the map's own Content-Length and
+/// Transfer-Encoding are left out: `framing` says how the body is sent. Without one (HEAD, 1xx,
+/// 204, 304), they are sent as the handler left them.
+fn encode_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    verbatim: &Verbatim,
+    framing: Framing,
+    out: &mut BytesMut,
+) {
+    out.reserve(256 + headers.len() * 48);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
+    verbatim.write(out);
     let delimited = framing != Framing::None;
-    let mut dated = false;
+    let mut dated = verbatim.has_date();
     for (name, value) in headers {
         if delimited && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
             continue;
@@ -481,7 +491,7 @@ async fn refuse(io: &mut Io, out: &mut BytesMut, status: StatusCode) {
     let mut h = HeaderMap::with_capacity(1);
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     out.clear();
-    encode_head(status, &h, Framing::Length(0), out);
+    encode_head(status, &h, &Verbatim::default(), Framing::Length(0), out);
     let _ = tokio::time::timeout(LINGER, async {
         io.write_all(out).await?;
         io.shutdown().await?;

@@ -328,7 +328,13 @@ where
         let handler = self.handler.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let fut = handler(req.map(VisitorBody::Http2), info);
-            async move { Ok::<_, Infallible>(fut.await) }
+            async move {
+                // hyper writes the map alone: the fields that would pass through verbatim go
+                // into it.
+                let (mut parts, mut body) = fut.await.into_parts();
+                body.map_verbatim(&mut parts.headers);
+                Ok::<_, Infallible>(Response::from_parts(parts, body))
+            }
         });
         let conn = self.h2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);

@@ -69,6 +69,71 @@ async fn forwarding_hygiene_rewrites_headers_both_ways() {
     assert_eq!(headers["via"], "1.1 kappe");
 }
 
+/// The answer's fields kappe neither reads nor changes reach the visitor as the upstream sent
+/// them, each line once and repeated lines in their order, over HTTP/1.1 and HTTP/2; the
+/// upstream's Date is the only one, and the fields kappe changes are still changed.
+#[tokio::test]
+async fn untouched_answer_fields_pass_as_they_came() {
+    let up = Upstream::start(|_req| async {
+        Response::builder()
+            .header("server", "ads/1.0")
+            .header("date", "Mon, 07 Dec 2026 03:00:00 GMT")
+            .header("x-up-list", "first")
+            .header("content-type", "text/html; charset=utf-8")
+            .header("x-up-list", "second")
+            .header("via", "1.1 cdn")
+            .header("keep-alive", "timeout=5")
+            .body(full("banner"))
+            .unwrap()
+    })
+    .await;
+    let k = Kappe::start(&up.url(), &[]).await;
+    let answer = raw(
+        k.addr,
+        b"GET /ad HTTP/1.1\r\nHost: publisher.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a complete answer");
+    assert_eq!(body, "banner");
+    let lines: Vec<String> = head.lines().skip(1).map(str::to_ascii_lowercase).collect();
+    let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+    for field in [
+        "server: ads/1.0",
+        "date: mon, 07 dec 2026 03:00:00 gmt",
+        "content-type: text/html; charset=utf-8",
+    ] {
+        assert_eq!(count(field), 1, "{field} in {head}");
+    }
+    assert_eq!(count("date:"), 1, "{head}");
+    let list: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("x-up-list:"))
+        .collect();
+    assert_eq!(list, ["x-up-list: first", "x-up-list: second"]);
+    let via: Vec<&String> = lines.iter().filter(|l| l.starts_with("via:")).collect();
+    assert_eq!(via, ["via: 1.1 cdn", "via: 1.1 kappe"]);
+    assert_eq!(count("keep-alive:"), 0, "{head}");
+    assert_eq!(count("content-length: 6"), 1, "{head}");
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let resp = client
+        .request(Request::get(k.url("/ad")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let h = resp.headers();
+    assert_eq!(h["server"], "ads/1.0");
+    assert_eq!(h["date"], "Mon, 07 Dec 2026 03:00:00 GMT");
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    let list: Vec<_> = h.get_all("x-up-list").iter().collect();
+    assert_eq!(list, ["first", "second"]);
+    let via: Vec<_> = h.get_all("via").iter().collect();
+    assert_eq!(via, ["1.1 cdn", "2 kappe"]);
+    assert!(!h.contains_key("keep-alive"));
+}
+
 /// With --preserve-host the visitor's Host travels upstream.
 #[tokio::test]
 async fn preserve_host_keeps_the_visitors_host() {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncReadExt;
 
-use super::wire::{Chunk, ChunkedDecoder, Framing, WireError};
+use super::wire::{Chunk, ChunkedDecoder, Framing, Verbatim, WireError};
 use super::{Conn, Pool};
 
 /// Bytes read from the upstream at a time while streaming.
@@ -23,6 +23,8 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct ResponseBody {
     state: State,
+    /// The answer's fields that pass through untouched, for the head written to the visitor.
+    verbatim: Verbatim,
 }
 
 #[derive(Debug)]
@@ -51,7 +53,20 @@ enum Reading {
 
 impl ResponseBody {
     pub(super) fn empty() -> Self {
-        ResponseBody { state: State::Done }
+        ResponseBody {
+            state: State::Done,
+            verbatim: Verbatim::default(),
+        }
+    }
+
+    /// Carries the answer's `verbatim` fields again.
+    pub fn set_verbatim(&mut self, verbatim: Verbatim) {
+        self.verbatim = verbatim;
+    }
+
+    /// Takes the answer's fields that pass through untouched (see [`Verbatim`]), leaving none.
+    pub fn take_verbatim(&mut self) -> Verbatim {
+        std::mem::take(&mut self.verbatim)
     }
 
     pub(super) fn full(b: Bytes) -> Self {
@@ -60,6 +75,7 @@ impl ResponseBody {
         } else {
             ResponseBody {
                 state: State::Full(b),
+                verbatim: Verbatim::default(),
             }
         }
     }
@@ -77,6 +93,7 @@ impl ResponseBody {
                 keep_alive,
                 pool,
             })),
+            verbatim: Verbatim::default(),
         }
     }
 

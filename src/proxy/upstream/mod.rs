@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::uri::Authority;
-use http::{HeaderName, Method, Request, Response};
+use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,8 +48,8 @@ pub struct Upstream {
     /// How long an answer's head may take, from the request's start (`--upstream-timeout`).
     response_timeout: Duration,
     max_body: u64,
-    /// Names of the answer's fields addressed to kappe, set aside rather than mapped.
-    addressed: Arc<[HeaderName]>,
+    /// The answer's fields kappe reads: set aside or mapped, while the others pass verbatim.
+    fields: Arc<wire::AnswerFields>,
     pool: Arc<Pool>,
 }
 
@@ -166,7 +166,7 @@ impl Upstream {
             connect_timeout: cfg.upstream_connect_timeout,
             response_timeout: cfg.upstream_timeout,
             max_body: cfg.max_body_size,
-            addressed: super::addressed_fields(&cfg.enforcement).into(),
+            fields: Arc::new(super::answer_fields(&cfg.enforcement)),
             pool: Arc::default(),
         }
     }
@@ -179,7 +179,7 @@ impl Upstream {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(10),
             max_body: 1 << 20,
-            addressed: Arc::new([]),
+            fields: Arc::default(),
             pool: Arc::default(),
         }
     }
@@ -196,6 +196,8 @@ impl Upstream {
         req: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (mut resp, addressed) = self.send_at(req, None, Instant::now()).await?;
+        let verbatim = resp.body_mut().take_verbatim();
+        verbatim.restore(resp.headers_mut());
         addressed.restore(resp.headers_mut());
         Ok(resp)
     }
@@ -315,7 +317,7 @@ impl Upstream {
         let mut read_any = false;
         loop {
             if read_any
-                && let Some(answer) = wire::parse_head(&mut conn.buf, head_request, &self.addressed)
+                && let Some(answer) = wire::parse_head(&mut conn.buf, head_request, &self.fields)
                     .map_err(|_| Failure::Fatal(ProxyError::UpstreamBroken))?
             {
                 return Ok(answer);
@@ -393,6 +395,8 @@ impl Upstream {
             }
             framing => ResponseBody::stream(conn, framing, answer.keep_alive, self.pool.clone()),
         };
+        let mut body = body;
+        body.set_verbatim(answer.verbatim);
         let mut resp = Response::new(body);
         *resp.status_mut() = answer.status;
         *resp.version_mut() = answer.version;

@@ -229,7 +229,7 @@ async fn broken_upstreams_are_errors() {
         connect_timeout: Duration::from_secs(2),
         response_timeout: Duration::from_secs(10),
         max_body: 1,
-        addressed: Arc::new([]),
+        fields: Arc::default(),
         pool: Arc::default(),
     };
     let err = refused.send(get(Method::GET)).await.unwrap_err();

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -42,10 +42,166 @@ pub struct Head {
     pub keep_alive: bool,
     /// The fields addressed to kappe, kept out of `headers`.
     pub addressed: Addressed,
+    /// The fields that pass through to the visitor untouched, kept out of `headers`.
+    pub verbatim: Verbatim,
+}
+
+impl Head {
+    /// The head with every field in its map: the verbatim ones after the mapped ones, the
+    /// addressed ones last.
+    #[must_use]
+    pub fn mapped(mut self) -> Self {
+        std::mem::take(&mut self.verbatim).restore(&mut self.headers);
+        std::mem::take(&mut self.addressed).restore(&mut self.headers);
+        self
+    }
+}
+
+/// The names of an answer's fields kappe reads or changes; the others pass through it as they
+/// came ([`Verbatim`]). Besides a fixed set (the framing and hop-by-hop fields, `Via`, and the
+/// fields kappe replaces when it issues a visitor id or explains a decision), they are the
+/// names the proxy reads its campaign, advertiser, retargeting flag and cap policy from, which
+/// it either sets aside ([`Addressed`]) or leaves in the map.
+#[derive(Debug, Default)]
+pub struct AnswerFields {
+    names: Vec<HeaderName>,
+    set_aside: bool,
+    /// Tells these fields apart from others in the per-thread name cache, which remembers each
+    /// name's role; 0 for the default (no names, none set aside).
+    id: u64,
+}
+
+/// The names of answer fields that kappe changes or that frame the answer, besides
+/// `Connection` and `Content-Length`, which the parser reads itself.
+const TOUCHED: [HeaderName; 13] = [
+    header::TRANSFER_ENCODING,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::VIA,
+    header::SET_COOKIE,
+    header::CACHE_CONTROL,
+    header::EXPIRES,
+    HeaderName::from_static("x-kappe-decision"),
+];
+
+impl AnswerFields {
+    /// `names` are read by the proxy; with `set_aside` they are kept out of the answer's map.
+    #[must_use]
+    pub fn new(names: Vec<HeaderName>, set_aside: bool) -> Self {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        AnswerFields {
+            names,
+            set_aside,
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// The fields of an answer that reach the visitor as they came: kappe neither reads nor
+/// changes them. They stay in the answer's head, where httparse found them, and are written
+/// from there, each as `name: value`; a field this way costs no name, no value and no map
+/// entry on its way through. At most the first 64 fields of a head pass this way; any others
+/// are mapped. Boxed: the answer's head and body are moved several times on their way to the
+/// visitor, and an empty one is a null pointer.
+#[derive(Debug, Default)]
+pub struct Verbatim(Option<Box<Passing>>);
+
+#[derive(Debug)]
+struct Passing {
+    head: Bytes,
+    spans: Spans,
+    /// Bit `i`: field `i` of `spans` is one of them.
+    picked: u64,
+    /// Whether a `Date` field is among them.
+    date: bool,
+}
+
+impl Verbatim {
+    fn new(head: Bytes, spans: Spans, picked: u64, date: bool) -> Self {
+        if picked == 0 {
+            give_back_spans(spans);
+            return Verbatim(None);
+        }
+        Verbatim(Some(Box::new(Passing {
+            head,
+            spans,
+            picked,
+            date,
+        })))
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Whether a `Date` field is among them.
+    #[must_use]
+    pub fn has_date(&self) -> bool {
+        self.0.as_ref().is_some_and(|p| p.date)
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let passing = self.0.as_deref();
+        let mut bits = passing.map_or(0, |p| p.picked);
+        std::iter::from_fn(move || {
+            let p = passing.filter(|_| bits != 0)?;
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let (name, name_len, value, value_len) = p.spans[i];
+            Some((
+                &p.head[name..name + name_len],
+                &p.head[value..value + value_len],
+            ))
+        })
+    }
+
+    /// Writes them as header lines, in the order they came.
+    pub fn write(&self, out: &mut BytesMut) {
+        for (name, value) in self.fields() {
+            out.put_slice(name);
+            out.put_slice(b": ");
+            out.put_slice(value);
+            out.put_slice(b"\r\n");
+        }
+    }
+
+    /// Puts them into `headers`, after those already there.
+    pub fn restore(self, headers: &mut HeaderMap) {
+        let Some(p) = self.0.as_deref() else {
+            return;
+        };
+        for (&(name, name_len, value, value_len), i) in p.spans.iter().zip(0..64) {
+            if p.picked & 1 << i == 0 {
+                continue;
+            }
+            // The parser let through only names and values a map accepts.
+            if let (Ok(n), Ok(v)) = (
+                header_name(&p.head[name..name + name_len]),
+                field_value(&p.head, value, value_len),
+            ) {
+                headers.append(n, v);
+            }
+        }
+    }
+}
+
+impl Drop for Verbatim {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            give_back_spans(p.spans);
+        }
+    }
 }
 
 /// The fields of an answer that are addressed to kappe rather than to the visitor (the
-/// campaign and retargeting headers and the like, see `proxy::addressed_fields`): read by the
+/// campaign and retargeting headers and the like, see `proxy::answer_fields`): read by the
 /// proxy and never forwarded. They are set aside as the answer's map is built, in the order
 /// they came; removing them from the map afterwards cost a hash, a probe and an index repair
 /// each.
@@ -163,15 +319,16 @@ pub fn expects_body(method: &Method) -> bool {
 
 /// Parses one response head from the front of `buf`, removing it. `Ok(None)`: the head is not
 /// complete yet. Interim (1xx) answers other than 101 are skipped. `head_request`: the request
-/// was HEAD, so no body follows whatever the fields say. Fields named in `addressed` go into
-/// the head's [`Addressed`], not its map.
+/// was HEAD, so no body follows whatever the fields say. Of the fields `names` names, those set
+/// aside go into the head's [`Addressed`] and the others into its map, with the fields kappe
+/// changes; every other field goes into its [`Verbatim`].
 ///
 /// # Errors
 /// A malformed or oversized head, a bad length, or a protocol switch (kappe never asks for one).
 pub fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
-    addressed: &[HeaderName],
+    names: &AnswerFields,
 ) -> Result<Option<Head>, WireError> {
     loop {
         // Left uninitialised: zeroing the array would cost more than parsing a typical head.
@@ -210,19 +367,13 @@ pub fn parse_head(
         let spans = field_spans(buf, resp.headers);
         let head = buf.split_to(len).freeze();
         let mut connection = ConnectionTokens::default();
-        // Room for the fields kappe adds (Via, Date, a cookie, hints) without regrowing.
         let mut lengths = Lengths::default();
         let mut kept = Addressed::default();
-        let headers = header_map(
-            &head,
-            spans,
-            6,
-            &mut connection,
-            Some(&mut lengths),
-            Some((addressed, &mut kept)),
-        )?;
+        let (headers, verbatim) =
+            answer_map(head, spans, names, &mut connection, &mut lengths, &mut kept)?;
         let mut head = head_from(status, version, headers, connection, lengths, head_request)?;
         head.addressed = kept;
+        head.verbatim = verbatim;
         return Ok(Some(head));
     }
 }
@@ -232,15 +383,30 @@ pub fn parse_head(
 pub(crate) type Spans = Vec<(usize, usize, usize, usize)>;
 
 thread_local! {
-    /// The [`Spans`] vector [`header_map`] gave back, for the next head's [`field_spans`]: two
-    /// heads a request would otherwise allocate and free one each.
-    static SPARE_SPANS: Cell<Spans> = const { Cell::new(Vec::new()) };
+    /// [`Spans`] vectors given back once their head was mapped or written, for the next heads'
+    /// [`field_spans`]: each head would otherwise allocate and free one.
+    static SPARE_SPANS: RefCell<Vec<Spans>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most [`Spans`] vectors kept per thread.
+const SPARE_SPAN_VECS: usize = 32;
+
+/// Keeps `spans` for a later head, unless it grew unusually large or enough are kept.
+fn give_back_spans(spans: Spans) {
+    if spans.capacity() == 0 || spans.capacity() > MAX_HEADERS {
+        return;
+    }
+    SPARE_SPANS.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_SPAN_VECS {
+            spare.push(spans);
+        }
+    });
 }
 
 /// The [`Spans`] of `parsed`, fields of a head at the start of `buf`.
 pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans {
     let base = buf.as_ptr() as usize;
-    let mut spans = SPARE_SPANS.take();
+    let mut spans = SPARE_SPANS.with_borrow_mut(Vec::pop).unwrap_or_default();
     spans.clear();
     spans.extend(parsed.iter().map(|h| {
         let name = h.name.as_ptr() as usize - base;
@@ -294,10 +460,66 @@ pub(crate) fn header_map(
         }
         headers.append(name, value);
     }
-    if spans.capacity() <= MAX_HEADERS {
-        SPARE_SPANS.set(spans);
-    }
+    give_back_spans(spans);
     Ok(headers)
+}
+
+/// The map and the [`Verbatim`] fields of an answer's frozen head (see [`parse_head`]):
+/// `Connection` lines of only `close` and `keep-alive` are read into `connection`,
+/// `Content-Length` lines into `lengths`, the fields set aside into `addressed`. When a
+/// `Connection` line names fields, every field is mapped, for the proxy to remove those named.
+fn answer_map(
+    head: Bytes,
+    spans: Spans,
+    fields: &AnswerFields,
+    connection: &mut ConnectionTokens,
+    lengths: &mut Lengths,
+    addressed: &mut Addressed,
+) -> Result<(HeaderMap, Verbatim), WireError> {
+    // Room for the fields kappe adds (Via, a cookie, hints) without regrowing.
+    let mut headers = spare_map(6);
+    let mut picked = 0u64;
+    let mut date = false;
+    let mut named = false;
+    // A field's lines all pass, or are all mapped, so that lines of one name keep their order.
+    let pass = spans.len() <= 64;
+    for (i, &(name, name_len, value, value_len)) in spans.iter().enumerate() {
+        let (role, mapped) = with_name(&head[name..name + name_len], Some(fields), |name, role| {
+            let passes = pass && matches!(role, Role::Passes | Role::Date);
+            let read_here = matches!(role, Role::Connection | Role::Length);
+            (role, (!passes && !read_here).then(|| name.clone()))
+        })
+        .map_err(|_| WireError::Malformed)?;
+        let value = match (role, mapped) {
+            (Role::Connection, _) => {
+                if connection.read(&head[value..value + value_len]) {
+                    continue;
+                }
+                named = true;
+                (header::CONNECTION, field_value(&head, value, value_len)?)
+            }
+            (Role::Length, _) => {
+                lengths.take(field_value(&head, value, value_len)?);
+                continue;
+            }
+            (_, None) => {
+                picked |= 1 << i;
+                date |= role == Role::Date;
+                continue;
+            }
+            (_, Some(name)) => (name, field_value(&head, value, value_len)?),
+        };
+        if role == Role::Read && fields.set_aside {
+            addressed.0.push(value);
+        } else {
+            headers.append(value.0, value.1);
+        }
+    }
+    let mut verbatim = Verbatim::new(head, spans, picked, date);
+    if named {
+        std::mem::take(&mut verbatim).restore(&mut headers);
+    }
+    Ok((headers, verbatim))
 }
 
 /// The value at `at..at + len` of a head httparse has read, shared rather than copied.
@@ -387,7 +609,7 @@ fn spare_map(capacity: usize) -> HeaderMap {
 
 /// Gives back the map of a head that has been written, for [`header_map`] to reuse. At most
 /// [`SPARE_MAPS`] are kept per thread, none over [`SPARE_MAP_FIELDS`] fields.
-pub(crate) fn recycle(mut map: HeaderMap) {
+pub fn recycle(mut map: HeaderMap) {
     if map.capacity() == 0 || map.capacity() > SPARE_MAP_FIELDS {
         return;
     }
@@ -408,21 +630,76 @@ pub(crate) fn recycle(mut map: HeaderMap) {
 /// # Errors
 /// `raw` is not a valid field name.
 pub fn header_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    with_name(raw, None, |name, _| name.clone())
+}
+
+/// What a field of an answer is to kappe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// `Connection`, read by the parser.
+    Connection,
+    /// `Content-Length`, read by the parser.
+    Length,
+    /// A name the proxy reads: set aside, or mapped.
+    Read,
+    /// A name kappe changes or that frames the answer: mapped.
+    Touched,
+    /// `Date`: passes verbatim, and the writer adds none.
+    Date,
+    /// Passes verbatim.
+    Passes,
+}
+
+impl Role {
+    fn of(name: &HeaderName, fields: &AnswerFields) -> Role {
+        if name == header::CONNECTION {
+            Role::Connection
+        } else if name == header::CONTENT_LENGTH {
+            Role::Length
+        } else if fields.names.contains(name) {
+            Role::Read
+        } else if TOUCHED.contains(name) {
+            Role::Touched
+        } else if name == header::DATE {
+            Role::Date
+        } else {
+            Role::Passes
+        }
+    }
+}
+
+/// Calls `f` with the field name for `raw` (see [`header_name`]) and, with `fields`, its
+/// [`Role`] in an answer (`Role::Passes` without). A cached name keeps its role for the
+/// [`AnswerFields`] it was last asked with, so that an answer's field costs one cache lookup
+/// and, when it passes verbatim, no name at all.
+fn with_name<R>(
+    raw: &[u8],
+    fields: Option<&AnswerFields>,
+    f: impl FnOnce(&HeaderName, Role) -> R,
+) -> Result<R, http::header::InvalidHeaderName> {
     const SLOTS: usize = 64;
     const LONGEST: usize = 32;
+    /// The `AnswerFields::id` of a role not worked out yet.
+    const NO_ROLE: u64 = u64::MAX;
     struct Slot {
         len: u8,
         raw: [u8; LONGEST],
         name: HeaderName,
+        role: Role,
+        /// The `AnswerFields::id` that `role` was worked out for.
+        role_of: u64,
     }
     thread_local! {
         static CACHE: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
     }
+    let role = |name: &HeaderName| fields.map_or(Role::Passes, |fields| Role::of(name, fields));
     let (Some(&first), Some(&last)) = (raw.first(), raw.last()) else {
-        return HeaderName::from_bytes(raw);
+        let name = HeaderName::from_bytes(raw)?;
+        return Ok(f(&name, role(&name)));
     };
     if raw.len() > LONGEST {
-        return HeaderName::from_bytes(raw);
+        let name = HeaderName::from_bytes(raw)?;
+        return Ok(f(&name, role(&name)));
     }
     let at = (raw.len()
         ^ usize::from(first) << 1
@@ -430,24 +707,34 @@ pub fn header_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeader
         ^ usize::from(raw[raw.len() / 2]) << 2)
         % SLOTS;
     CACHE.with_borrow_mut(|cache| {
-        if let Some(Some(slot)) = cache.get(at)
-            && usize::from(slot.len) == raw.len()
-            && slot.raw[..raw.len()] == *raw
-        {
-            return Ok(slot.name.clone());
-        }
-        let name = HeaderName::from_bytes(raw)?;
         if cache.is_empty() {
             cache.resize_with(SLOTS, || None);
         }
-        let mut copy = [0u8; LONGEST];
-        copy[..raw.len()].copy_from_slice(raw);
-        cache[at] = Some(Slot {
-            len: raw.len() as u8,
-            raw: copy,
-            name: name.clone(),
-        });
-        Ok(name)
+        let slot = match &mut cache[at] {
+            Some(slot) if usize::from(slot.len) == raw.len() && slot.raw[..raw.len()] == *raw => {
+                slot
+            }
+            other => {
+                let name = HeaderName::from_bytes(raw)?;
+                let mut copy = [0u8; LONGEST];
+                copy[..raw.len()].copy_from_slice(raw);
+                other.insert(Slot {
+                    len: raw.len() as u8,
+                    raw: copy,
+                    name,
+                    role: Role::Passes,
+                    role_of: NO_ROLE,
+                })
+            }
+        };
+        let Some(fields) = fields else {
+            return Ok(f(&slot.name, Role::Passes));
+        };
+        if slot.role_of != fields.id {
+            slot.role = Role::of(&slot.name, fields);
+            slot.role_of = fields.id;
+        }
+        Ok(f(&slot.name, slot.role))
     })
 }
 
@@ -501,6 +788,7 @@ fn head_from(
         framing,
         keep_alive,
         addressed: Addressed::default(),
+        verbatim: Verbatim::default(),
     })
 }
 
@@ -552,6 +840,18 @@ impl ConnectionTokens {
     /// Reads one `Connection` line. True when it held nothing but `close` and `keep-alive`
     /// (so it need not be kept); a line that is not text holds no option and is kept.
     fn read(&mut self, line: &[u8]) -> bool {
+        // The two lines nearly every message carries, in the spelling nearly everyone uses.
+        match line {
+            b"keep-alive" => {
+                self.keep_alive = true;
+                return true;
+            }
+            b"close" => {
+                self.close = true;
+                return true;
+            }
+            _ => {}
+        }
         if !line
             .iter()
             .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
@@ -783,7 +1083,12 @@ mod tests {
 
     fn head(raw: &str, head_request: bool) -> Result<Option<Head>, WireError> {
         let mut buf = BytesMut::from(raw.as_bytes());
-        parse_head(&mut buf, head_request, &[])
+        parse(&mut buf, head_request)
+    }
+
+    /// The head at the start of `buf`, every field in its map.
+    fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, WireError> {
+        Ok(parse_head(buf, head_request, &AnswerFields::default())?.map(Head::mapped))
     }
 
     /// A recycled map comes back empty with its room; an empty or outsized map is not kept.
@@ -825,7 +1130,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\nX-Campaign-Id: rt-shoes\r\nServer: up\r\n\
              x-campaign-id: second\r\nX-Retargeting: 1\r\nContent-Length: 0\r\n\r\n",
         );
-        let mut head = parse_head(&mut buf, false, &names).unwrap().unwrap();
+        let fields = AnswerFields::new(names.to_vec(), true);
+        let mut head = parse_head(&mut buf, false, &fields).unwrap().unwrap();
+        std::mem::take(&mut head.verbatim).restore(&mut head.headers);
         assert_eq!(head.headers.len(), 1);
         assert_eq!(head.headers["server"], "up");
         assert_eq!(head.addressed.get(&names[0]).unwrap(), "rt-shoes");
@@ -839,6 +1146,85 @@ mod tests {
         let campaigns: Vec<_> = head.headers.get_all(&names[0]).iter().collect();
         assert_eq!(campaigns, ["rt-shoes", "second"]);
         assert_eq!(head.headers["x-retargeting"], "1");
+    }
+
+    /// Fields kappe neither reads nor changes pass verbatim and are written as `name: value`
+    /// lines in the order they came; those it reads are set aside (or, when it keeps them, mapped)
+    /// and those it changes are mapped. A Date among the verbatim ones is noted.
+    #[test]
+    fn untouched_fields_pass_verbatim() {
+        let raw = "HTTP/1.1 200 OK\r\nServer: up\r\nSet-Cookie: a=1\r\n\
+                   Date: Mon, 07 Dec 2026 03:00:00 GMT\r\nX-Campaign-Id: c1\r\nVia: 1.1 cdn\r\n\
+                   X-Note:  spaced\r\ncache-control: private\r\nContent-Length: 0\r\n\r\n";
+        let campaign = HeaderName::from_static("x-campaign-id");
+        for set_aside in [true, false] {
+            let fields = AnswerFields::new(vec![campaign.clone()], set_aside);
+            let mut buf = BytesMut::from(raw);
+            let head = parse_head(&mut buf, false, &fields).unwrap().unwrap();
+            let mapped: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+            if set_aside {
+                assert_eq!(mapped, ["set-cookie", "via", "cache-control"]);
+                assert_eq!(head.addressed.get(&campaign).unwrap(), "c1");
+            } else {
+                assert_eq!(
+                    mapped,
+                    ["set-cookie", "x-campaign-id", "via", "cache-control"]
+                );
+                assert!(head.addressed.get(&campaign).is_none());
+            }
+            assert!(head.verbatim.has_date());
+            let mut out = BytesMut::new();
+            head.verbatim.write(&mut out);
+            assert_eq!(
+                out,
+                "Server: up\r\nDate: Mon, 07 Dec 2026 03:00:00 GMT\r\nX-Note: spaced\r\n"
+            );
+        }
+        // A name's role is remembered for the fields it was asked with only: where kappe does
+        // not read X-Campaign-Id, it passes. Without a Date among them, the writer adds its own.
+        let mut buf =
+            BytesMut::from("HTTP/1.1 204 No Content\r\nServer: up\r\nX-Campaign-Id: c1\r\n\r\n");
+        let head = parse_head(&mut buf, false, &AnswerFields::default())
+            .unwrap()
+            .unwrap();
+        assert!(head.headers.is_empty() && !head.verbatim.has_date());
+        let mut out = BytesMut::new();
+        head.verbatim.write(&mut out);
+        assert_eq!(out, "Server: up\r\nX-Campaign-Id: c1\r\n");
+    }
+
+    /// When a Connection line names fields, or a head has more fields than pass verbatim,
+    /// every field is mapped, repeated names in their order.
+    #[test]
+    fn named_or_numerous_fields_are_all_mapped() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nX-Secret: 1\r\nServer: up\r\nConnection: x-secret\r\n\
+             Content-Length: 0\r\n\r\n",
+        );
+        let head = parse_head(&mut buf, false, &AnswerFields::default())
+            .unwrap()
+            .unwrap();
+        assert!(head.verbatim.is_empty());
+        let mapped: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(mapped, ["connection", "x-secret", "server"]);
+
+        let mut many = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..70 {
+            many.push_str(&format!("X-Item: {i}\r\n"));
+        }
+        many.push_str("Content-Length: 0\r\n\r\n");
+        let mut buf = BytesMut::from(many.as_str());
+        let head = parse_head(&mut buf, false, &AnswerFields::default())
+            .unwrap()
+            .unwrap();
+        assert!(head.verbatim.is_empty());
+        let items: Vec<String> = head
+            .headers
+            .get_all("x-item")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(items, (0..70).map(|i| i.to_string()).collect::<Vec<_>>());
     }
 
     /// Lengths are written in decimal as `format!` would, from 0 to `u64::MAX`.
@@ -859,16 +1245,13 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\nX-Note: plain text\t here\r\nX-Obs: caf\xe9\r\n\
                Content-Length: 0\r\n\r\n"[..],
         );
-        let head = parse_head(&mut buf, false, &[]).unwrap().unwrap();
+        let head = parse(&mut buf, false).unwrap().unwrap();
         assert_eq!(head.headers["x-note"].as_bytes(), b"plain text\t here");
         assert_eq!(head.headers["x-obs"].as_bytes(), b"caf\xe9");
         assert!(head.headers["x-note"].to_str().is_ok());
         assert!(head.headers["x-obs"].to_str().is_err());
         let mut bad = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\n\r\n"[..]);
-        assert_eq!(
-            parse_head(&mut bad, false, &[]).unwrap_err(),
-            WireError::Malformed
-        );
+        assert_eq!(parse(&mut bad, false).unwrap_err(), WireError::Malformed);
     }
 
     /// Cached names are the names `HeaderName::from_bytes` makes, whatever the spelling, and
@@ -970,14 +1353,14 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-Campaign-Id: c1\r\n\r\nabcHTTP"[..],
         );
-        let h = parse_head(&mut buf, false, &[]).unwrap().unwrap();
+        let h = parse(&mut buf, false).unwrap().unwrap();
         assert_eq!(h.status, StatusCode::OK);
         assert_eq!(h.framing, Framing::Length(3));
         assert!(h.keep_alive);
         assert_eq!(h.headers["x-campaign-id"], "c1");
         assert_eq!(&buf[..], b"abcHTTP");
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Len"[..]);
-        assert!(parse_head(&mut partial, false, &[]).unwrap().is_none());
+        assert!(parse(&mut partial, false).unwrap().is_none());
         assert_eq!(partial.len(), 28);
     }
 
