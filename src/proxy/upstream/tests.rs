@@ -82,10 +82,11 @@ fn get(method: Method) -> Request<UpstreamBody> {
         .unwrap()
 }
 
+/// The whole body; a body that stalls for 10 s fails the test rather than hanging it.
 async fn body_of(resp: Response<ResponseBody>) -> Vec<u8> {
-    resp.into_body()
-        .collect()
+    tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
         .await
+        .expect("the body ends within 10 s")
         .unwrap()
         .to_bytes()
         .to_vec()

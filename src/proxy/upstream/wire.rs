@@ -1535,6 +1535,38 @@ mod tests {
         assert_eq!(&buf[..], b"next");
     }
 
+    /// However the bytes arrive, in three pieces split anywhere, a chunked body decodes whole:
+    /// the decoder never waits for bytes that have already come.
+    #[test]
+    fn chunked_bodies_decode_at_every_pair_of_splits() {
+        let body = b"4;a=b\r\nwiki\r\n5\r\npedia\r\n0\r\nX: y\r\n\r\n";
+        for i in 0..=body.len() {
+            for j in i..=body.len() {
+                let mut d = ChunkedDecoder::default();
+                let mut buf = BytesMut::new();
+                let mut out = Vec::new();
+                let mut ended = false;
+                for piece in [&body[..i], &body[i..j], &body[j..]] {
+                    buf.extend_from_slice(piece);
+                    loop {
+                        match d.decode(&mut buf) {
+                            Ok(Chunk::Data(b)) => out.extend_from_slice(&b),
+                            Ok(Chunk::More) => break,
+                            Ok(Chunk::End) => {
+                                ended = true;
+                                break;
+                            }
+                            Err(e) => panic!("splits {i} {j}: {e}"),
+                        }
+                    }
+                }
+                assert!(ended, "splits {i} {j}: no end");
+                assert_eq!(out, b"wikipedia", "splits {i} {j}");
+                assert!(buf.is_empty(), "splits {i} {j}");
+            }
+        }
+    }
+
     /// What kappe encodes as chunks, its own decoder reads back whole; empty data ends nothing.
     #[test]
     fn encoded_chunks_decode_to_the_same_bytes() {
