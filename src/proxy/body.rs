@@ -48,12 +48,6 @@ impl ProxyBody {
         }
     }
 
-    /// Puts the upstream answer's verbatim fields into `headers`, for a writer that writes
-    /// only the map.
-    pub fn map_verbatim(&mut self, headers: &mut http::HeaderMap) {
-        self.take_verbatim().restore(headers);
-    }
-
     /// A complete body.
     pub fn full(b: impl Into<Bytes>) -> Self {
         let b = b.into();

@@ -388,7 +388,7 @@ impl Proxy {
         let mut advertiser = e.advertiser_from.iter().find_map(|s| s.from_field(field));
         let needs_body = (campaign.is_none() && e.campaign_from.iter().any(Source::needs_body))
             || (advertiser.is_none() && e.advertiser_from.iter().any(Source::needs_body));
-        let body = if needs_body {
+        let mut body = if needs_body {
             // Boxed: inspecting bodies is rarer than not, and every request's future would
             // carry this one's size.
             let read = Box::pin(tokio::time::timeout(
@@ -533,7 +533,6 @@ impl Proxy {
             }
             Decision::Dropped(r) => self.metrics.dropped.with_label_values(&[r.label()]).inc(),
         }
-        let mut body = body;
         body.keep_verbatim(verbatim, &mut parts.headers);
         Ok((Response::from_parts(parts, body), decision, campaign))
     }

@@ -288,8 +288,8 @@ fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
     // Room for the fields the proxy adds (forwarding, Via, hints), so that the map does not
     // grow and rehash on the way upstream.
     let mut connection = ConnectionTokens::default();
-    let headers = wire::header_map(&head, spans, 8, &mut connection, None, None)
-        .map_err(|_| HeadError::Malformed)?;
+    let headers =
+        wire::header_map(&head, spans, 8, &mut connection).map_err(|_| HeadError::Malformed)?;
 
     let left = if headers.contains_key(header::TRANSFER_ENCODING) {
         // The guard has already refused a coding with a length, in HTTP/1.0, or not ending in

@@ -332,7 +332,7 @@ where
                 // hyper writes the map alone: the fields that would pass through verbatim go
                 // into it.
                 let (mut parts, mut body) = fut.await.into_parts();
-                body.map_verbatim(&mut parts.headers);
+                body.take_verbatim().restore(&mut parts.headers);
                 Ok::<_, Infallible>(Response::from_parts(parts, body))
             }
         });

@@ -385,7 +385,7 @@ impl Upstream {
         mut conn: Conn,
         answer: wire::Head,
     ) -> (Response<ResponseBody>, wire::Addressed) {
-        let body = match answer.framing {
+        let mut body = match answer.framing {
             Framing::Length(n) if n <= conn.buf.len() as u64 => {
                 let data = conn.buf.split_to(n as usize).freeze();
                 if answer.keep_alive {
@@ -395,7 +395,6 @@ impl Upstream {
             }
             framing => ResponseBody::stream(conn, framing, answer.keep_alive, self.pool.clone()),
         };
-        let mut body = body;
         body.set_verbatim(answer.verbatim);
         let mut resp = Response::new(body);
         *resp.status_mut() = answer.status;

@@ -147,44 +147,35 @@ impl Verbatim {
         self.0.as_ref().is_some_and(|p| p.date)
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    /// The head and where each field lies in it, in the order the fields came.
+    fn spans(&self) -> impl Iterator<Item = (&Bytes, (usize, usize, usize, usize))> {
         let passing = self.0.as_deref();
         let mut bits = passing.map_or(0, |p| p.picked);
         std::iter::from_fn(move || {
             let p = passing.filter(|_| bits != 0)?;
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            let (name, name_len, value, value_len) = p.spans[i];
-            Some((
-                &p.head[name..name + name_len],
-                &p.head[value..value + value_len],
-            ))
+            Some((&p.head, p.spans[i]))
         })
     }
 
     /// Writes them as header lines, in the order they came.
     pub fn write(&self, out: &mut BytesMut) {
-        for (name, value) in self.fields() {
-            out.put_slice(name);
+        for (head, (name, name_len, value, value_len)) in self.spans() {
+            out.put_slice(&head[name..name + name_len]);
             out.put_slice(b": ");
-            out.put_slice(value);
+            out.put_slice(&head[value..value + value_len]);
             out.put_slice(b"\r\n");
         }
     }
 
     /// Puts them into `headers`, after those already there.
     pub fn restore(self, headers: &mut HeaderMap) {
-        let Some(p) = self.0.as_deref() else {
-            return;
-        };
-        for (&(name, name_len, value, value_len), i) in p.spans.iter().zip(0..64) {
-            if p.picked & 1 << i == 0 {
-                continue;
-            }
+        for (head, (name, name_len, value, value_len)) in self.spans() {
             // The parser let through only names and values a map accepts.
             if let (Ok(n), Ok(v)) = (
-                header_name(&p.head[name..name + name_len]),
-                field_value(&p.head, value, value_len),
+                header_name(&head[name..name + name_len]),
+                field_value(head, value, value_len),
             ) {
                 headers.append(n, v);
             }
@@ -416,15 +407,12 @@ pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans 
     spans
 }
 
-/// The header map of a frozen head (a request's or an answer's), with room for `extra` more
-/// fields; `spans` are where httparse found them ([`field_spans`]). Values are slices of the head, shared rather than copied; names come from
-/// [`header_name`]. A `Connection` line of only `close` and `keep-alive` is read into
-/// `connection` and not put into the map: it says all it has to say to this hop and never
-/// travels on, so the map then usually holds no hop-by-hop field for the proxy to remove.
-///
-/// With `lengths` (an answer's head), `Content-Length` lines are taken into it rather than the
-/// map: [`head_from`] decides what they frame and whether they travel on. With `addressed`,
-/// fields of the names it lists are set aside in its [`Addressed`].
+/// The header map of a request's frozen head, with room for `extra` more fields; `spans` are
+/// where httparse found them ([`field_spans`]). Values are slices of the head, shared rather
+/// than copied; names come from [`header_name`]. A `Connection` line of only `close` and
+/// `keep-alive` is read into `connection` and not put into the map: it says all it has to say
+/// to this hop and never travels on, so the map then usually holds no hop-by-hop field for the
+/// proxy to remove. An answer's head is read by [`answer_map`].
 ///
 /// # Errors
 /// A name or value that is not valid.
@@ -433,8 +421,6 @@ pub(crate) fn header_map(
     spans: Spans,
     extra: usize,
     connection: &mut ConnectionTokens,
-    mut lengths: Option<&mut Lengths>,
-    mut addressed: Option<(&[HeaderName], &mut Addressed)>,
 ) -> Result<HeaderMap, WireError> {
     let mut headers = spare_map(spans.len() + extra);
     for &(name, name_len, value, value_len) in &spans {
@@ -445,19 +431,7 @@ pub(crate) fn header_map(
             continue;
         }
         let value = field_value(head, value, value_len)?;
-        if let Some(lengths) = lengths.as_deref_mut()
-            && raw_name.eq_ignore_ascii_case(b"content-length")
-        {
-            lengths.take(value);
-            continue;
-        }
         let name = header_name(raw_name).map_err(|_| WireError::Malformed)?;
-        if let Some((names, kept)) = addressed.as_mut()
-            && names.contains(&name)
-        {
-            kept.0.push((name, value));
-            continue;
-        }
         headers.append(name, value);
     }
     give_back_spans(spans);
@@ -588,9 +562,9 @@ impl Lengths {
     }
 }
 
-/// Maps of heads already written, cleared, for [`header_map`] to fill again. Every request
-/// builds two maps and drops them once their heads are on the wire; reusing them spares four
-/// allocations of over a kilobyte, which the allocator serves on its slow path.
+/// Maps of heads already written, cleared, for [`header_map`] and [`answer_map`] to fill again.
+/// Every request builds two maps and drops them once their heads are on the wire; reusing them
+/// spares four allocations of over a kilobyte, which the allocator serves on its slow path.
 const SPARE_MAPS: usize = 8;
 /// A map that grew beyond this many fields (an unusual head) is dropped rather than kept.
 const SPARE_MAP_FIELDS: usize = 64;
@@ -607,8 +581,8 @@ fn spare_map(capacity: usize) -> HeaderMap {
         .unwrap_or_else(|| HeaderMap::with_capacity(capacity))
 }
 
-/// Gives back the map of a head that has been written, for [`header_map`] to reuse. At most
-/// [`SPARE_MAPS`] are kept per thread, none over [`SPARE_MAP_FIELDS`] fields.
+/// Gives back the map of a head that has been written, for [`header_map`] and [`answer_map`] to
+/// reuse. At most [`SPARE_MAPS`] are kept per thread, none over [`SPARE_MAP_FIELDS`] fields.
 pub fn recycle(mut map: HeaderMap) {
     if map.capacity() == 0 || map.capacity() > SPARE_MAP_FIELDS {
         return;
@@ -1098,7 +1072,7 @@ mod tests {
             let mut connection = ConnectionTokens::default();
             let raw = Bytes::from_static(b"a: 1\r\nb: 2\r\n");
             let spans = vec![(0, 1, 3, 1), (6, 1, 9, 1)];
-            let map = header_map(&raw, spans.clone(), 10, &mut connection, None, None).unwrap();
+            let map = header_map(&raw, spans.clone(), 10, &mut connection).unwrap();
             assert_eq!(map.len(), 2);
             let room = map.capacity();
             recycle(map);
