@@ -598,7 +598,7 @@ pub fn recycle(mut map: HeaderMap) {
 /// The field name for `raw` as it appeared in a head, from a small per-thread cache of the names
 /// last seen: an ad server and its visitors send the same few names in the same spelling on
 /// every message, and building a name (matching it against the standard names, or lowercasing
-/// and copying a custom one) costs several times a cache hit. The cache is direct-mapped, 64
+/// and copying a custom one) costs several times a cache hit. The cache is direct-mapped, 256
 /// entries of names up to 32 bytes; a longer name or a miss is built as usual.
 ///
 /// # Errors
@@ -651,7 +651,8 @@ fn with_name<R>(
     fields: Option<&AnswerFields>,
     f: impl FnOnce(&HeaderName, Role) -> R,
 ) -> Result<R, http::header::InvalidHeaderName> {
-    const SLOTS: usize = 64;
+    /// A power of two up to 256: the slot is the hash's top byte.
+    const SLOTS: usize = 256;
     const LONGEST: usize = 32;
     /// The `AnswerFields::id` of a role not worked out yet.
     const NO_ROLE: u64 = u64::MAX;
@@ -667,19 +668,23 @@ fn with_name<R>(
         static CACHE: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
     }
     let role = |name: &HeaderName| fields.map_or(Role::Passes, |fields| Role::of(name, fields));
-    let (Some(&first), Some(&last)) = (raw.first(), raw.last()) else {
-        let name = HeaderName::from_bytes(raw)?;
-        return Ok(f(&name, role(&name)));
-    };
-    if raw.len() > LONGEST {
+    if raw.is_empty() || raw.len() > LONGEST {
         let name = HeaderName::from_bytes(raw)?;
         return Ok(f(&name, role(&name)));
     }
-    let at = (raw.len()
-        ^ usize::from(first) << 1
-        ^ usize::from(last) << 3
-        ^ usize::from(raw[raw.len() / 2]) << 2)
-        % SLOTS;
+    // The first and the last eight bytes: a browser's names share their first letters and
+    // their lengths (sec-fetch-mode and sec-fetch-site, accept-language and accept-encoding),
+    // and a hash of fewer bytes made them evict each other on every request.
+    let n = raw.len();
+    let (head, tail) = if n >= 8 {
+        let word = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().unwrap_or_default());
+        (word(0), word(n - 8))
+    } else {
+        (raw.iter().fold(0u64, |w, &b| w << 8 | u64::from(b)), 0)
+    };
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let hash = (head.wrapping_mul(K) ^ tail.rotate_left(29) ^ n as u64).wrapping_mul(K);
+    let at = (hash >> 56) as usize % SLOTS;
     CACHE.with_borrow_mut(|cache| {
         if cache.is_empty() {
             cache.resize_with(SLOTS, || None);
