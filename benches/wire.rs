@@ -13,7 +13,7 @@ Content-Type: text/html\r\nContent-Length: 117\r\nConnection: keep-alive\r\n\
 X-Campaign-Id: rt-shoes\r\nX-Retargeting: 1\r\n\r\n";
 
 fn answer_head(c: &mut Criterion) {
-    let fields = wire::AnswerFields::new(
+    let fields = wire::KnownFields::new(
         vec![
             HeaderName::from_static("x-retargeting"),
             HeaderName::from_static("x-kappe-burn"),

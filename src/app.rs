@@ -406,9 +406,11 @@ pub async fn run(
         max_header_size: cfg.max_header_size,
         max_connections: cfg.max_connections,
         shutdown_grace: cfg.shutdown_grace,
+        request_fields: Some(Arc::new(crate::proxy::request_fields(&cfg.enforcement))),
     };
     let admin_opts = ServerOptions {
         max_connections: 256,
+        request_fields: None,
         ..opts.clone()
     };
     let (stop_tx, stop_rx) = watch::channel(false);

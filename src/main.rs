@@ -226,6 +226,7 @@ async fn serve_demo_upstream(listener: tokio::net::TcpListener) {
         max_header_size: 32 * 1024,
         max_connections: 4096,
         shutdown_grace: std::time::Duration::from_secs(1),
+        request_fields: None,
     };
     kappe::server::serve(
         listener,

@@ -13,6 +13,7 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Uri, Version};
 
 use super::error::ProxyError;
+use super::upstream::wire::Verbatim;
 use crate::server::ConnInfo;
 
 /// Headers that describe one hop and never travel on (besides those `Connection` names).
@@ -187,6 +188,8 @@ pub struct Forwarding {
     peer: IpAddr,
     tls: bool,
     version: Version,
+    /// The visitor's fields kappe neither reads nor changes, as the visitor sent them.
+    passing: Verbatim,
 }
 
 impl Forwarding {
@@ -207,8 +210,10 @@ impl Forwarding {
         out.put_slice(b"\r\n");
     }
 
-    /// Writes the other forwarding fields (after the map's fields).
+    /// Writes the visitor's fields that pass verbatim, then the other forwarding fields (after
+    /// the map's fields).
     pub fn write(&self, out: &mut BytesMut) {
+        self.passing.write(out);
         out.put_slice(b"x-forwarded-for: ");
         if let Some(chain) = &self.chain {
             out.put_slice(chain.as_bytes());
@@ -234,7 +239,8 @@ impl Forwarding {
 }
 
 /// Rewrites a request's head for the upstream: hop-by-hop fields go, the target becomes the
-/// upstream's, and the forwarding fields to write with it are returned.
+/// upstream's, and the forwarding fields to write with it are returned, with the visitor's
+/// fields that pass verbatim (taken from the request's extensions, where the server put them).
 pub fn prepare_request(
     parts: &mut http::request::Parts,
     upstream: &Authority,
@@ -243,6 +249,7 @@ pub fn prepare_request(
     visitor_host: Option<HeaderValue>,
 ) -> Forwarding {
     let version = parts.version;
+    let passing = parts.extensions.remove::<Verbatim>().unwrap_or_default();
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
 
@@ -282,6 +289,7 @@ pub fn prepare_request(
         peer: info.peer.ip(),
         tls: info.tls,
         version,
+        passing,
     }
 }
 

@@ -32,7 +32,7 @@ use self::decide::{Decision, DropReason};
 use self::error::{ProxyError, rescue};
 use self::identity::Identity;
 use self::inspect::Inspected;
-use self::upstream::wire::Addressed;
+use self::upstream::wire::{Addressed, Verbatim};
 use crate::clock::{Clock, UnixSecs};
 use crate::config::{Config, Enforcement, LogFormat, NoId, OnDrop, StoreFailure, VisitorSource};
 use crate::metrics::Metrics;
@@ -79,7 +79,7 @@ static SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
 /// `--keep-upstream-headers`, they are addressed to kappe and never reach the visitor: the
 /// upstream client sets them aside as it reads an answer ([`Addressed`]). Fields kappe does
 /// not read pass through as they came ([`upstream::wire::Verbatim`]).
-pub(crate) fn answer_fields(e: &Enforcement) -> upstream::wire::AnswerFields {
+pub(crate) fn answer_fields(e: &Enforcement) -> upstream::wire::KnownFields {
     let mut names = vec![e.retargeting_header.clone(), X_KAPPE_BURN.clone()];
     names.extend(e.policy_header.clone());
     for source in e.campaign_from.iter().chain(&e.advertiser_from) {
@@ -89,7 +89,21 @@ pub(crate) fn answer_fields(e: &Enforcement) -> upstream::wire::AnswerFields {
             names.push(name.clone());
         }
     }
-    upstream::wire::AnswerFields::new(names, !e.keep_upstream_headers)
+    upstream::wire::KnownFields::new(names, !e.keep_upstream_headers)
+}
+
+/// The request fields kappe reads besides a fixed set (`upstream::wire::KnownFields`): the
+/// headers a visitor id is read from. The others pass upstream as the visitor sent them.
+pub(crate) fn request_fields(e: &Enforcement) -> upstream::wire::KnownFields {
+    let names = e
+        .visitor_from
+        .iter()
+        .filter_map(|s| match s {
+            VisitorSource::Header(name) => Some(name.clone()),
+            VisitorSource::Cookie(_) => None,
+        })
+        .collect();
+    upstream::wire::KnownFields::request(names)
 }
 
 impl Proxy {
@@ -160,6 +174,11 @@ impl Proxy {
         }
         let host = forward::visitor_host(req.uri(), req.headers(), req.version())?;
         if local::is_local(req.uri().path(), &self.cfg.privacy.privacy_path) {
+            // kappe's own pages read fields the proxy does not: all go into the map.
+            let mut req = req;
+            if let Some(passing) = req.extensions_mut().remove::<Verbatim>() {
+                passing.restore(req.headers_mut());
+            }
             // Boxed: kappe's own pages are rare, and inline their future would enlarge every
             // request's.
             return Ok((Box::pin(self.local(req, info)).await?, None));

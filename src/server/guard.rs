@@ -236,6 +236,7 @@ mod tests {
             io,
             info,
             limits,
+            None,
             &handler,
             std::future::pending::<()>()
         ));

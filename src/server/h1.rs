@@ -40,7 +40,8 @@ use super::io::Io;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::forward::list_items;
 use crate::proxy::upstream::wire::{
-    self, ChunkedDecoder, ConnectionTokens, LAST_CHUNK, Verbatim, encode_chunk,
+    self, Addressed, ChunkedDecoder, ConnectionTokens, KnownFields, LAST_CHUNK, Verbatim,
+    encode_chunk,
 };
 
 /// The most header lines a request may have.
@@ -97,6 +98,7 @@ pub(super) async fn serve<H, Fut, S>(
     io: Io,
     info: ConnInfo,
     limits: Limits,
+    fields: Option<&KnownFields>,
     handler: &H,
     stopped: S,
 ) -> Ended
@@ -119,21 +121,29 @@ where
     let mut out = BytesMut::with_capacity(READ_BUFFER);
     let mut first = true;
     loop {
-        let head =
-            match read_head(&mut reader, limits, idle.as_mut(), stopped.as_mut(), first).await {
-                Ok(Some(head)) => head,
-                Ok(None) | Err(HeadError::Gone) => return Ended::Closed,
-                Err(HeadError::Http2) => return Ended::Http2(reader.io, reader.buf.freeze()),
-                Err(e) => {
-                    let status = match e {
-                        HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                        HeadError::Timeout => StatusCode::REQUEST_TIMEOUT,
-                        _ => StatusCode::BAD_REQUEST,
-                    };
-                    refuse(&mut reader.io, &mut out, status).await;
-                    return Ended::Closed;
-                }
-            };
+        let head = match read_head(
+            &mut reader,
+            limits,
+            fields,
+            idle.as_mut(),
+            stopped.as_mut(),
+            first,
+        )
+        .await
+        {
+            Ok(Some(head)) => head,
+            Ok(None) | Err(HeadError::Gone) => return Ended::Closed,
+            Err(HeadError::Http2) => return Ended::Http2(reader.io, reader.buf.freeze()),
+            Err(e) => {
+                let status = match e {
+                    HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    HeadError::Timeout => StatusCode::REQUEST_TIMEOUT,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                refuse(&mut reader.io, &mut out, status).await;
+                return Ended::Closed;
+            }
+        };
         first = false;
         let Head {
             req,
@@ -204,6 +214,7 @@ where
 async fn read_head<S: Future<Output = ()>>(
     r: &mut Reader,
     limits: Limits,
+    fields: Option<&KnownFields>,
     mut idle: Pin<&mut Sleep>,
     mut stopped: Pin<&mut S>,
     first: bool,
@@ -217,10 +228,10 @@ async fn read_head<S: Future<Output = ()>>(
                     if n == HTTP2_PREFACE.len() {
                         return Err(HeadError::Http2);
                     }
-                } else if let Some(head) = parse(&mut r.buf, limits.max_header_size)? {
+                } else if let Some(head) = parse(&mut r.buf, limits.max_header_size, fields)? {
                     return Ok(Some(head));
                 }
-            } else if let Some(head) = parse(&mut r.buf, limits.max_header_size)? {
+            } else if let Some(head) = parse(&mut r.buf, limits.max_header_size, fields)? {
                 return Ok(Some(head));
             }
         }
@@ -252,7 +263,11 @@ async fn read_head<S: Future<Output = ()>>(
 }
 
 /// Parses one request head from the front of `buf`, removing it. `Ok(None)`: not complete yet.
-fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
+fn parse(
+    buf: &mut BytesMut,
+    max: usize,
+    fields: Option<&KnownFields>,
+) -> Result<Option<Head>, HeadError> {
     // Offsets of the header names and values, to slice them out of the head once it is split
     // off the buffer. The field array is left uninitialised: zeroing it would cost more than
     // parsing a typical head.
@@ -288,8 +303,16 @@ fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
     // Room for the fields the proxy adds (forwarding, Via, hints), so that the map does not
     // grow and rehash on the way upstream.
     let mut connection = ConnectionTokens::default();
-    let headers =
-        wire::header_map(&head, spans, 8, &mut connection).map_err(|_| HeadError::Malformed)?;
+    let (headers, verbatim) = wire::fields_map(
+        head,
+        spans,
+        8,
+        fields,
+        &mut connection,
+        None,
+        &mut Addressed::default(),
+    )
+    .map_err(|_| HeadError::Malformed)?;
 
     let left = if headers.contains_key(header::TRANSFER_ENCODING) {
         // The guard has already refused a coding with a length, in HTTP/1.0, or not ending in
@@ -319,6 +342,10 @@ fn parse(buf: &mut BytesMut, max: usize) -> Result<Option<Head>, HeadError> {
     *req.uri_mut() = uri;
     *req.version_mut() = version;
     *req.headers_mut() = headers;
+    if !verbatim.is_empty() {
+        // For the proxy to write upstream after the map's fields (`Forwarding`).
+        req.extensions_mut().insert(verbatim);
+    }
     Ok(Some(Head {
         req,
         left,

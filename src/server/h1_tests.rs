@@ -98,6 +98,7 @@ async fn start() -> Server {
         max_header_size: 16 * 1024,
         max_connections: 64,
         shutdown_grace: Duration::from_secs(5),
+        request_fields: None,
     };
     let done = tokio::spawn(serve(listener, None, opts, None, handler, async {
         let _ = rx.await;

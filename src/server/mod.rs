@@ -33,6 +33,7 @@ use self::guard::Guarded;
 use self::io::{Io, Rewind};
 use crate::metrics::Metrics;
 use crate::proxy::body::ProxyBody;
+use crate::proxy::upstream::wire::KnownFields;
 
 /// What a request handler learns about the connection it came on.
 ///
@@ -54,6 +55,9 @@ pub struct ServerOptions {
     pub max_header_size: usize,
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// The request fields the handler reads: the others pass verbatim, outside the request's
+    /// map (`proxy::upstream::wire::Verbatim`, in its extensions). `None`: every field is mapped.
+    pub request_fields: Option<Arc<KnownFields>>,
 }
 
 /// The answer to a connection over the limit: refused cleanly, then closed.
@@ -136,6 +140,7 @@ pub async fn serve_limited<H, Fut>(
             header_read_timeout: opts.header_read_timeout,
             max_header_size: opts.max_header_size,
         },
+        request_fields: opts.request_fields,
         // Shared once here, so that each connection takes a reference count, not a copy of
         // every metric handle.
         metrics: metrics.map(Arc::new),
@@ -248,6 +253,7 @@ fn hand(
 struct Shared<H> {
     h2: http2::Builder<TokioExecutor>,
     limits: h1::Limits,
+    request_fields: Option<Arc<KnownFields>>,
     metrics: Option<Arc<Metrics>>,
     handler: H,
 }
@@ -314,7 +320,15 @@ where
         let stopped = async {
             drop(stop.wait_for(|s| *s).await);
         };
-        let ended = h1::serve(io, info, self.limits, &self.handler, stopped).await;
+        let ended = h1::serve(
+            io,
+            info,
+            self.limits,
+            self.request_fields.as_deref(),
+            &self.handler,
+            stopped,
+        )
+        .await;
         if let h1::Ended::Http2(io, prefix) = ended {
             self.http2(Rewind { prefix, inner: io }, info, stop).await;
         }
@@ -389,6 +403,7 @@ mod tests {
             max_header_size: 16 * 1024,
             max_connections: 16,
             shutdown_grace: Duration::from_secs(1),
+            request_fields: None,
         };
         let answer = |_req, _info| async { Response::new(ProxyBody::full("here")) };
         let limit = Arc::new(Semaphore::new(16));

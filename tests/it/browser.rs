@@ -241,6 +241,7 @@ pub(crate) async fn demo() -> (Kappe, tokio::task::JoinHandle<()>) {
         max_header_size: 32 * 1024,
         max_connections: 1024,
         shutdown_grace: Duration::from_secs(1),
+        request_fields: None,
     };
     let server = tokio::spawn(kappe::server::serve(
         listener,

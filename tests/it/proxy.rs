@@ -134,6 +134,43 @@ async fn untouched_answer_fields_pass_as_they_came() {
     assert!(!h.contains_key("keep-alive"));
 }
 
+/// A visitor's fields kappe neither reads nor changes reach the upstream as the visitor sent
+/// them, each line once and repeated lines in their order; the fields kappe reads or replaces
+/// are still read and replaced.
+#[tokio::test]
+async fn untouched_request_fields_pass_as_the_visitor_sent_them() {
+    let up = Upstream::ok("banner").await;
+    let k = Kappe::start(&up.url(), &[]).await;
+    let answer = raw(
+        k.addr,
+        b"GET /ad?slot=top HTTP/1.1\r\nHost: publisher.example\r\n\
+          User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n\
+          Accept-Language: de-DE,de;q=0.9\r\nX-List: a\r\nSec-Fetch-Mode: no-cors\r\n\
+          X-List: b\r\nX-Forwarded-For: 203.0.113.7\r\nVia: 1.1 cdn\r\n\
+          X-Kappe-Exclude: campaignid:1\r\nKeep-Alive: timeout=5\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = up.last();
+    let h = &seen.headers;
+    assert_eq!(h["user-agent"], "Mozilla/5.0 (X11; Linux x86_64)");
+    assert_eq!(h["accept-language"], "de-DE,de;q=0.9");
+    assert_eq!(h["sec-fetch-mode"], "no-cors");
+    for name in ["accept-language", "sec-fetch-mode", "user-agent", "host"] {
+        assert_eq!(h.get_all(name).iter().count(), 1, "{name}");
+    }
+    let list: Vec<_> = h.get_all("x-list").iter().collect();
+    assert_eq!(list, ["a", "b"]);
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    let via: Vec<_> = h.get_all("via").iter().collect();
+    assert_eq!(via, ["1.1 cdn", "1.1 kappe"]);
+    assert_eq!(h["host"], up.addr.to_string());
+    assert_eq!(h["x-forwarded-host"], "publisher.example");
+    for gone in ["x-kappe-exclude", "keep-alive", "connection"] {
+        assert!(!h.contains_key(gone), "{gone} reached the upstream");
+    }
+}
+
 /// With --preserve-host the visitor's Host travels upstream.
 #[tokio::test]
 async fn preserve_host_keeps_the_visitors_host() {

@@ -49,7 +49,7 @@ pub struct Upstream {
     response_timeout: Duration,
     max_body: u64,
     /// The answer's fields kappe reads: set aside or mapped, while the others pass verbatim.
-    fields: Arc<wire::AnswerFields>,
+    fields: Arc<wire::KnownFields>,
     pool: Arc<Pool>,
 }
 

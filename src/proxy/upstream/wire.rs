@@ -57,23 +57,35 @@ impl Head {
     }
 }
 
-/// The names of an answer's fields kappe reads or changes; the others pass through it as they
-/// came ([`Verbatim`]). Besides a fixed set (the framing and hop-by-hop fields, `Via`, and the
-/// fields kappe replaces when it issues a visitor id or explains a decision), they are the
-/// names the proxy reads its campaign, advertiser, retargeting flag and cap policy from, which
-/// it either sets aside ([`Addressed`]) or leaves in the map.
-#[derive(Debug, Default)]
-pub struct AnswerFields {
+/// The names of a head's fields kappe reads or changes; the others pass through it as they came
+/// ([`Verbatim`]). Besides a fixed set for each direction ([`TOUCHED`] for answers,
+/// [`REQUEST_TOUCHED`] for requests), they are the names the proxy reads from the configuration:
+/// for answers those of the campaign, advertiser, retargeting flag and cap policy, which it
+/// either sets aside ([`Addressed`]) or leaves in the map; for requests those of the visitor id.
+#[derive(Debug)]
+pub struct KnownFields {
     names: Vec<HeaderName>,
     set_aside: bool,
+    touched: &'static [HeaderName],
     /// Tells these fields apart from others in the per-thread name cache, which remembers each
-    /// name's role; 0 for the default (no names, none set aside).
+    /// name's role; 0 for the default (an answer's, no names, none set aside).
     id: u64,
+}
+
+impl Default for KnownFields {
+    fn default() -> Self {
+        KnownFields {
+            names: Vec::new(),
+            set_aside: false,
+            touched: &TOUCHED,
+            id: 0,
+        }
+    }
 }
 
 /// The names of answer fields that kappe changes or that frame the answer, besides
 /// `Connection` and `Content-Length`, which the parser reads itself.
-const TOUCHED: [HeaderName; 13] = [
+static TOUCHED: [HeaderName; 13] = [
     header::TRANSFER_ENCODING,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -89,14 +101,62 @@ const TOUCHED: [HeaderName; 13] = [
     HeaderName::from_static("x-kappe-decision"),
 ];
 
-impl AnswerFields {
-    /// `names` are read by the proxy; with `set_aside` they are kept out of the answer's map.
+/// The names of request fields that kappe reads or changes on the way upstream, besides
+/// `Connection`: the framing fields the server reads, the hop-by-hop fields and the forwarding
+/// fields kappe replaces, the privacy signals and the fields a visitor is told apart by, and
+/// the fields kappe speaks to the ad server with, which a visitor must not send.
+static REQUEST_TOUCHED: [HeaderName; 21] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::EXPECT,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::VIA,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    header::COOKIE,
+    HeaderName::from_static("sec-gpc"),
+    header::DNT,
+    header::USER_AGENT,
+    HeaderName::from_static("x-kappe-capped"),
+    HeaderName::from_static("x-kappe-exclude"),
+];
+
+/// The fields of a head that is mapped whole: only `Connection` and `Content-Length` have a role.
+static MAPPED: KnownFields = KnownFields {
+    names: Vec::new(),
+    set_aside: false,
+    touched: &[],
+    id: u64::MAX - 1,
+};
+
+impl KnownFields {
+    /// An answer's: `names` are read by the proxy; with `set_aside` they are kept out of the
+    /// answer's map.
     #[must_use]
     pub fn new(names: Vec<HeaderName>, set_aside: bool) -> Self {
+        Self::with(names, set_aside, &TOUCHED)
+    }
+
+    /// A request's: `names` are read by the proxy (the visitor id's headers).
+    #[must_use]
+    pub fn request(names: Vec<HeaderName>) -> Self {
+        Self::with(names, false, &REQUEST_TOUCHED)
+    }
+
+    fn with(names: Vec<HeaderName>, set_aside: bool, touched: &'static [HeaderName]) -> Self {
         static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        AnswerFields {
+        KnownFields {
             names,
             set_aside,
+            touched,
             id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -108,10 +168,10 @@ impl AnswerFields {
 /// entry on its way through. At most the first 64 fields of a head pass this way; any others
 /// are mapped. Boxed: the answer's head and body are moved several times on their way to the
 /// visitor, and an empty one is a null pointer.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Verbatim(Option<Box<Passing>>);
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Passing {
     head: Bytes,
     spans: Spans,
@@ -319,7 +379,7 @@ pub fn expects_body(method: &Method) -> bool {
 pub fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
-    names: &AnswerFields,
+    names: &KnownFields,
 ) -> Result<Option<Head>, WireError> {
     loop {
         // Left uninitialised: zeroing the array would cost more than parsing a typical head.
@@ -360,8 +420,16 @@ pub fn parse_head(
         let mut connection = ConnectionTokens::default();
         let mut lengths = Lengths::default();
         let mut kept = Addressed::default();
-        let (headers, verbatim) =
-            answer_map(head, spans, names, &mut connection, &mut lengths, &mut kept)?;
+        // Room for the fields kappe adds (Via, a cookie, hints) without regrowing.
+        let (headers, verbatim) = fields_map(
+            head,
+            spans,
+            6,
+            Some(names),
+            &mut connection,
+            Some(&mut lengths),
+            &mut kept,
+        )?;
         let mut head = head_from(status, version, headers, connection, lengths, head_request)?;
         head.addressed = kept;
         head.verbatim = verbatim;
@@ -407,60 +475,40 @@ pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans 
     spans
 }
 
-/// The header map of a request's frozen head, with room for `extra` more fields; `spans` are
-/// where httparse found them ([`field_spans`]). Values are slices of the head, shared rather
-/// than copied; names come from [`header_name`]. A `Connection` line of only `close` and
-/// `keep-alive` is read into `connection` and not put into the map: it says all it has to say
-/// to this hop and never travels on, so the map then usually holds no hop-by-hop field for the
-/// proxy to remove. An answer's head is read by [`answer_map`].
+/// The map and the [`Verbatim`] fields of a frozen head, with room in the map for `extra` more
+/// fields; `spans` are where httparse found them ([`field_spans`]). Values are slices of the
+/// head, shared rather than copied; names come from the name cache ([`header_name`]).
+///
+/// With `fields`, the fields whose names it does not know pass verbatim; without, every field
+/// is mapped. A `Connection` line of only `close` and `keep-alive` is read into `connection`
+/// and not put into the map: it says all it has to say to this hop and never travels on. When a
+/// `Connection` line names fields, every field is mapped, for the proxy to remove those named.
+/// With `lengths` (an answer's head), `Content-Length` lines are taken into it rather than the
+/// map: [`head_from`] decides what they frame and whether they travel on. The fields `fields`
+/// sets aside go into `addressed`.
 ///
 /// # Errors
 /// A name or value that is not valid.
-pub(crate) fn header_map(
-    head: &Bytes,
-    spans: Spans,
-    extra: usize,
-    connection: &mut ConnectionTokens,
-) -> Result<HeaderMap, WireError> {
-    let mut headers = spare_map(spans.len() + extra);
-    for &(name, name_len, value, value_len) in &spans {
-        let raw_name = &head[name..name + name_len];
-        if raw_name.eq_ignore_ascii_case(b"connection")
-            && connection.read(&head[value..value + value_len])
-        {
-            continue;
-        }
-        let value = field_value(head, value, value_len)?;
-        let name = header_name(raw_name).map_err(|_| WireError::Malformed)?;
-        headers.append(name, value);
-    }
-    give_back_spans(spans);
-    Ok(headers)
-}
-
-/// The map and the [`Verbatim`] fields of an answer's frozen head (see [`parse_head`]):
-/// `Connection` lines of only `close` and `keep-alive` are read into `connection`,
-/// `Content-Length` lines into `lengths`, the fields set aside into `addressed`. When a
-/// `Connection` line names fields, every field is mapped, for the proxy to remove those named.
-fn answer_map(
+pub(crate) fn fields_map(
     head: Bytes,
     spans: Spans,
-    fields: &AnswerFields,
+    extra: usize,
+    fields: Option<&KnownFields>,
     connection: &mut ConnectionTokens,
-    lengths: &mut Lengths,
+    mut lengths: Option<&mut Lengths>,
     addressed: &mut Addressed,
 ) -> Result<(HeaderMap, Verbatim), WireError> {
-    // Room for the fields kappe adds (Via, a cookie, hints) without regrowing.
-    let mut headers = spare_map(6);
+    // A field's lines all pass, or are all mapped, so that lines of one name keep their order.
+    let pass = fields.is_some() && spans.len() <= 64;
+    let known = fields.unwrap_or(&MAPPED);
+    let mut headers = spare_map(if pass { extra } else { spans.len() + extra });
     let mut picked = 0u64;
     let mut date = false;
     let mut named = false;
-    // A field's lines all pass, or are all mapped, so that lines of one name keep their order.
-    let pass = spans.len() <= 64;
     for (i, &(name, name_len, value, value_len)) in spans.iter().enumerate() {
-        let (role, mapped) = with_name(&head[name..name + name_len], Some(fields), |name, role| {
+        let (role, mapped) = with_name(&head[name..name + name_len], Some(known), |name, role| {
             let passes = pass && matches!(role, Role::Passes | Role::Date);
-            let read_here = matches!(role, Role::Connection | Role::Length);
+            let read_here = role == Role::Connection || (role == Role::Length && lengths.is_some());
             (role, (!passes && !read_here).then(|| name.clone()))
         })
         .map_err(|_| WireError::Malformed)?;
@@ -472,8 +520,10 @@ fn answer_map(
                 named = true;
                 (header::CONNECTION, field_value(&head, value, value_len)?)
             }
-            (Role::Length, _) => {
-                lengths.take(field_value(&head, value, value_len)?);
+            (Role::Length, None) => {
+                if let Some(lengths) = lengths.as_deref_mut() {
+                    lengths.take(field_value(&head, value, value_len)?);
+                }
                 continue;
             }
             (_, None) => {
@@ -483,7 +533,7 @@ fn answer_map(
             }
             (_, Some(name)) => (name, field_value(&head, value, value_len)?),
         };
-        if role == Role::Read && fields.set_aside {
+        if role == Role::Read && known.set_aside {
             addressed.0.push(value);
         } else {
             headers.append(value.0, value.1);
@@ -562,7 +612,7 @@ impl Lengths {
     }
 }
 
-/// Maps of heads already written, cleared, for [`header_map`] and [`answer_map`] to fill again.
+/// Maps of heads already written, cleared, for [`fields_map`] to fill again.
 /// Every request builds two maps and drops them once their heads are on the wire; reusing them
 /// spares four allocations of over a kilobyte, which the allocator serves on its slow path.
 const SPARE_MAPS: usize = 8;
@@ -581,8 +631,7 @@ fn spare_map(capacity: usize) -> HeaderMap {
         .unwrap_or_else(|| HeaderMap::with_capacity(capacity))
 }
 
-/// Gives back the map of a head that has been written, for [`header_map`] and [`answer_map`] to
-/// reuse. At most [`SPARE_MAPS`] are kept per thread, none over [`SPARE_MAP_FIELDS`] fields.
+/// Gives back the map of a head that has been written, for [`fields_map`] to reuse. At most [`SPARE_MAPS`] are kept per thread, none over [`SPARE_MAP_FIELDS`] fields.
 pub fn recycle(mut map: HeaderMap) {
     if map.capacity() == 0 || map.capacity() > SPARE_MAP_FIELDS {
         return;
@@ -625,14 +674,14 @@ enum Role {
 }
 
 impl Role {
-    fn of(name: &HeaderName, fields: &AnswerFields) -> Role {
+    fn of(name: &HeaderName, fields: &KnownFields) -> Role {
         if name == header::CONNECTION {
             Role::Connection
         } else if name == header::CONTENT_LENGTH {
             Role::Length
         } else if fields.names.contains(name) {
             Role::Read
-        } else if TOUCHED.contains(name) {
+        } else if fields.touched.contains(name) {
             Role::Touched
         } else if name == header::DATE {
             Role::Date
@@ -644,24 +693,24 @@ impl Role {
 
 /// Calls `f` with the field name for `raw` (see [`header_name`]) and, with `fields`, its
 /// [`Role`] in an answer (`Role::Passes` without). A cached name keeps its role for the
-/// [`AnswerFields`] it was last asked with, so that an answer's field costs one cache lookup
+/// [`KnownFields`] it was last asked with, so that an answer's field costs one cache lookup
 /// and, when it passes verbatim, no name at all.
 fn with_name<R>(
     raw: &[u8],
-    fields: Option<&AnswerFields>,
+    fields: Option<&KnownFields>,
     f: impl FnOnce(&HeaderName, Role) -> R,
 ) -> Result<R, http::header::InvalidHeaderName> {
     /// A power of two up to 256: the slot is the hash's top byte.
     const SLOTS: usize = 256;
     const LONGEST: usize = 32;
-    /// The `AnswerFields::id` of a role not worked out yet.
+    /// The `KnownFields::id` of a role not worked out yet.
     const NO_ROLE: u64 = u64::MAX;
     struct Slot {
         len: u8,
         raw: [u8; LONGEST],
         name: HeaderName,
         role: Role,
-        /// The `AnswerFields::id` that `role` was worked out for.
+        /// The `KnownFields::id` that `role` was worked out for.
         role_of: u64,
     }
     thread_local! {
@@ -1067,7 +1116,7 @@ mod tests {
 
     /// The head at the start of `buf`, every field in its map.
     fn parse(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, WireError> {
-        Ok(parse_head(buf, head_request, &AnswerFields::default())?.map(Head::mapped))
+        Ok(parse_head(buf, head_request, &KnownFields::default())?.map(Head::mapped))
     }
 
     /// A recycled map comes back empty with its room; an empty or outsized map is not kept.
@@ -1077,7 +1126,16 @@ mod tests {
             let mut connection = ConnectionTokens::default();
             let raw = Bytes::from_static(b"a: 1\r\nb: 2\r\n");
             let spans = vec![(0, 1, 3, 1), (6, 1, 9, 1)];
-            let map = header_map(&raw, spans.clone(), 10, &mut connection).unwrap();
+            let (map, _) = fields_map(
+                raw,
+                spans.clone(),
+                10,
+                None,
+                &mut connection,
+                None,
+                &mut Addressed::default(),
+            )
+            .unwrap();
             assert_eq!(map.len(), 2);
             let room = map.capacity();
             recycle(map);
@@ -1109,7 +1167,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nX-Campaign-Id: rt-shoes\r\nServer: up\r\n\
              x-campaign-id: second\r\nX-Retargeting: 1\r\nContent-Length: 0\r\n\r\n",
         );
-        let fields = AnswerFields::new(names.to_vec(), true);
+        let fields = KnownFields::new(names.to_vec(), true);
         let mut head = parse_head(&mut buf, false, &fields).unwrap().unwrap();
         std::mem::take(&mut head.verbatim).restore(&mut head.headers);
         assert_eq!(head.headers.len(), 1);
@@ -1137,7 +1195,7 @@ mod tests {
                    X-Note:  spaced\r\ncache-control: private\r\nContent-Length: 0\r\n\r\n";
         let campaign = HeaderName::from_static("x-campaign-id");
         for set_aside in [true, false] {
-            let fields = AnswerFields::new(vec![campaign.clone()], set_aside);
+            let fields = KnownFields::new(vec![campaign.clone()], set_aside);
             let mut buf = BytesMut::from(raw);
             let head = parse_head(&mut buf, false, &fields).unwrap().unwrap();
             let mapped: Vec<&str> = head.headers.keys().map(HeaderName::as_str).collect();
@@ -1163,13 +1221,72 @@ mod tests {
         // not read X-Campaign-Id, it passes. Without a Date among them, the writer adds its own.
         let mut buf =
             BytesMut::from("HTTP/1.1 204 No Content\r\nServer: up\r\nX-Campaign-Id: c1\r\n\r\n");
-        let head = parse_head(&mut buf, false, &AnswerFields::default())
+        let head = parse_head(&mut buf, false, &KnownFields::default())
             .unwrap()
             .unwrap();
         assert!(head.headers.is_empty() && !head.verbatim.has_date());
         let mut out = BytesMut::new();
         head.verbatim.write(&mut out);
         assert_eq!(out, "Server: up\r\nX-Campaign-Id: c1\r\n");
+    }
+
+    /// A request's fields kappe reads or changes are mapped, the visitor id's header among them;
+    /// the others pass verbatim. Without known fields, every field is mapped.
+    #[test]
+    fn request_fields_kappe_does_not_read_pass_verbatim() {
+        let raw = Bytes::from_static(
+            b"Host: a\r\nAccept-Language: de\r\nCookie: k=v\r\nSec-GPC: 1\r\nX-Id: 7\r\n\
+              Sec-Fetch-Mode: cors\r\nX-Forwarded-For: 1.2.3.4\r\nContent-Length: 0\r\n\
+              Connection: keep-alive\r\n",
+        );
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let colon = line.iter().position(|&b| b == b':').unwrap();
+            spans.push((at, colon, at + colon + 2, line.len() - colon - 3));
+            at += line.len() + 1;
+        }
+        let fields = KnownFields::request(vec![HeaderName::from_static("x-id")]);
+        let mut connection = ConnectionTokens::default();
+        let (map, verbatim) = fields_map(
+            raw.clone(),
+            spans.clone(),
+            0,
+            Some(&fields),
+            &mut connection,
+            None,
+            &mut Addressed::default(),
+        )
+        .unwrap();
+        let mapped: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            mapped,
+            [
+                "host",
+                "cookie",
+                "sec-gpc",
+                "x-id",
+                "x-forwarded-for",
+                "content-length"
+            ]
+        );
+        assert!(connection.keep_alive);
+        let mut out = BytesMut::new();
+        verbatim.write(&mut out);
+        assert_eq!(out, "Accept-Language: de\r\nSec-Fetch-Mode: cors\r\n");
+
+        let (map, verbatim) = fields_map(
+            raw,
+            spans,
+            0,
+            None,
+            &mut ConnectionTokens::default(),
+            None,
+            &mut Addressed::default(),
+        )
+        .unwrap();
+        assert!(verbatim.is_empty());
+        assert_eq!(map.len(), 8);
     }
 
     /// When a Connection line names fields, or a head has more fields than pass verbatim,
@@ -1180,7 +1297,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nX-Secret: 1\r\nServer: up\r\nConnection: x-secret\r\n\
              Content-Length: 0\r\n\r\n",
         );
-        let head = parse_head(&mut buf, false, &AnswerFields::default())
+        let head = parse_head(&mut buf, false, &KnownFields::default())
             .unwrap()
             .unwrap();
         assert!(head.verbatim.is_empty());
@@ -1193,7 +1310,7 @@ mod tests {
         }
         many.push_str("Content-Length: 0\r\n\r\n");
         let mut buf = BytesMut::from(many.as_str());
-        let head = parse_head(&mut buf, false, &AnswerFields::default())
+        let head = parse_head(&mut buf, false, &KnownFields::default())
             .unwrap()
             .unwrap();
         assert!(head.verbatim.is_empty());
