@@ -58,8 +58,8 @@ impl Head {
 }
 
 /// The names of a head's fields kappe reads or changes; the others pass through it as they came
-/// ([`Verbatim`]). Besides a fixed set for each direction ([`TOUCHED`] for answers,
-/// [`REQUEST_TOUCHED`] for requests), they are the names the proxy reads from the configuration:
+/// ([`Verbatim`]). Besides a fixed set for each direction (`TOUCHED` for answers,
+/// `REQUEST_TOUCHED` for requests), they are the names the proxy reads from the configuration:
 /// for answers those of the campaign, advertiser, retargeting flag and cap policy, which it
 /// either sets aside ([`Addressed`]) or leaves in the map; for requests those of the visitor id.
 #[derive(Debug)]
@@ -631,7 +631,8 @@ fn spare_map(capacity: usize) -> HeaderMap {
         .unwrap_or_else(|| HeaderMap::with_capacity(capacity))
 }
 
-/// Gives back the map of a head that has been written, for [`fields_map`] to reuse. At most [`SPARE_MAPS`] are kept per thread, none over [`SPARE_MAP_FIELDS`] fields.
+/// Gives back the map of a head that has been written, for `fields_map` to reuse. At most
+/// `SPARE_MAPS` are kept per thread, none over `SPARE_MAP_FIELDS` fields.
 pub fn recycle(mut map: HeaderMap) {
     if map.capacity() == 0 || map.capacity() > SPARE_MAP_FIELDS {
         return;
