@@ -76,7 +76,7 @@ pub fn remove_where(headers: &mut HeaderMap, mut pred: impl FnMut(&HeaderName) -
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(name) || *name == PROXY_CONNECTION
 }
 

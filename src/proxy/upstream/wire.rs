@@ -11,7 +11,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use crate::proxy::forward::{Forwarding, list_items};
+use crate::proxy::forward::{self, Forwarding, list_items};
 
 /// The most header fields a response head may carry.
 pub const MAX_HEADERS: usize = 128;
@@ -46,6 +46,7 @@ pub struct Head {
     pub verbatim: Verbatim,
 }
 
+#[cfg(test)]
 impl Head {
     /// The head with every field in its map: the verbatim ones after the mapped ones, the
     /// addressed ones last.
@@ -58,8 +59,9 @@ impl Head {
 }
 
 /// The names of a head's fields kappe reads or changes; the others pass through it as they came
-/// ([`Verbatim`]). Besides a fixed set for each direction (`TOUCHED` for answers,
-/// `REQUEST_TOUCHED` for requests), they are the names the proxy reads from the configuration:
+/// ([`Verbatim`]). Besides the fields kappe strips or replaces in either direction (the
+/// hop-by-hop fields, `Via`, the forwarding fields) and a fixed set for each direction
+/// (`TOUCHED` for answers, `REQUEST_TOUCHED` for requests), they are the names the proxy reads from the configuration:
 /// for answers those of the campaign, advertiser, retargeting flag and cap policy, which it
 /// either sets aside ([`Addressed`]) or leaves in the map; for requests those of the visitor id.
 #[derive(Debug)]
@@ -83,44 +85,24 @@ impl Default for KnownFields {
     }
 }
 
-/// The names of answer fields that kappe changes or that frame the answer, besides
-/// `Connection` and `Content-Length`, which the parser reads itself.
-static TOUCHED: [HeaderName; 13] = [
-    header::TRANSFER_ENCODING,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::VIA,
+/// The names of answer fields that kappe changes when it issues a visitor id or explains a
+/// decision. Those of either direction it strips or replaces (the hop-by-hop fields, `Via`,
+/// and the forwarding fields) are told apart by [`forward`](crate::proxy::forward) itself, and
+/// `Connection` and `Content-Length` by the parser.
+static TOUCHED: [HeaderName; 4] = [
     header::SET_COOKIE,
     header::CACHE_CONTROL,
     header::EXPIRES,
     HeaderName::from_static("x-kappe-decision"),
 ];
 
-/// The names of request fields that kappe reads or changes on the way upstream, besides
-/// `Connection`: the framing fields the server reads, the hop-by-hop fields and the forwarding
-/// fields kappe replaces, the privacy signals and the fields a visitor is told apart by, and
-/// the fields kappe speaks to the ad server with, which a visitor must not send.
-static REQUEST_TOUCHED: [HeaderName; 21] = [
-    header::HOST,
+/// The names of request fields that kappe reads or changes on the way upstream, besides those
+/// of either direction (see [`TOUCHED`]): the framing fields the server reads, the privacy
+/// signals and the fields a visitor is told apart by, and the fields kappe speaks to the ad
+/// server with, which a visitor must not send.
+static REQUEST_TOUCHED: [HeaderName; 8] = [
     header::CONTENT_LENGTH,
-    header::TRANSFER_ENCODING,
     header::EXPECT,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-    header::VIA,
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
     header::COOKIE,
     HeaderName::from_static("sec-gpc"),
     header::DNT,
@@ -682,7 +664,11 @@ impl Role {
             Role::Length
         } else if fields.names.contains(name) {
             Role::Read
-        } else if fields.touched.contains(name) {
+        } else if fields.touched.contains(name)
+            || forward::is_hop_by_hop(name)
+            || name == header::VIA
+            || Forwarding::replaces(name)
+        {
             Role::Touched
         } else if name == header::DATE {
             Role::Date
