@@ -75,6 +75,26 @@ pub enum VisitorSource {
     Header(HeaderName),
 }
 
+impl VisitorSource {
+    /// The cookie's name, when the id is read from a cookie.
+    #[must_use]
+    pub fn cookie(&self) -> Option<&str> {
+        match self {
+            VisitorSource::Cookie(name) => Some(name),
+            VisitorSource::Header(_) => None,
+        }
+    }
+
+    /// The header's name, when the id is read from a header.
+    #[must_use]
+    pub fn header(&self) -> Option<&HeaderName> {
+        match self {
+            VisitorSource::Header(name) => Some(name),
+            VisitorSource::Cookie(_) => None,
+        }
+    }
+}
+
 /// Everything about reading the ad server's answer and answering the visitor.
 #[derive(Clone, Debug)]
 pub struct Enforcement {

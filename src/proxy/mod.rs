@@ -95,15 +95,8 @@ pub(crate) fn answer_fields(e: &Enforcement) -> upstream::wire::KnownFields {
 /// The request fields kappe reads besides a fixed set (`upstream::wire::KnownFields`): the
 /// headers a visitor id is read from. The others pass upstream as the visitor sent them.
 pub(crate) fn request_fields(e: &Enforcement) -> upstream::wire::KnownFields {
-    let names = e
-        .visitor_from
-        .iter()
-        .filter_map(|s| match s {
-            VisitorSource::Header(name) => Some(name.clone()),
-            VisitorSource::Cookie(_) => None,
-        })
-        .collect();
-    upstream::wire::KnownFields::request(names)
+    let names = e.visitor_from.iter().filter_map(VisitorSource::header);
+    upstream::wire::KnownFields::request(names.cloned().collect())
 }
 
 impl Proxy {
@@ -307,10 +300,7 @@ impl Proxy {
             let mut strip: Vec<&str> = e
                 .visitor_from
                 .iter()
-                .filter_map(|s| match s {
-                    VisitorSource::Cookie(n) => Some(n.as_str()),
-                    VisitorSource::Header(_) => None,
-                })
+                .filter_map(VisitorSource::cookie)
                 .collect();
             strip.push(e.visitor_cookie.as_str());
             if verdict.opted_out {
@@ -322,10 +312,8 @@ impl Proxy {
                     None => headers.remove(header::COOKIE),
                 };
             }
-            for s in &e.visitor_from {
-                if let VisitorSource::Header(h) = s {
-                    headers.remove(h);
-                }
+            for h in e.visitor_from.iter().filter_map(VisitorSource::header) {
+                headers.remove(h);
             }
         }
         if verdict.own_cookie {
