@@ -303,7 +303,12 @@ fn parse(
     // Room for the fields the proxy adds (forwarding, Via, hints), so that the map does not
     // grow and rehash on the way upstream.
     let mut connection = ConnectionTokens::default();
-    let (headers, verbatim) = wire::fields_map(
+    let wire::Fields {
+        headers,
+        verbatim,
+        length,
+        coding,
+    } = wire::fields_map(
         head,
         spans,
         8,
@@ -314,13 +319,16 @@ fn parse(
     )
     .map_err(|_| HeadError::Malformed)?;
 
-    let left = if headers.contains_key(header::TRANSFER_ENCODING) {
+    let left = if !length && !coding {
+        // Neither field: no body, and nothing in the map to look for.
+        Left::Done
+    } else if coding {
         // The guard has already refused a coding with a length, in HTTP/1.0, or not ending in
         // chunked; this is the last line of that defence.
         let chunked = list_items(&headers, header::TRANSFER_ENCODING)
             .next_back()
             .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        if !chunked || version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH) {
+        if !chunked || version == Version::HTTP_10 || length {
             return Err(HeadError::Malformed);
         }
         Left::Chunked(ChunkedDecoder::default())

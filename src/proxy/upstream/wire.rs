@@ -403,7 +403,12 @@ pub fn parse_head(
         let mut lengths = Lengths::default();
         let mut kept = Addressed::default();
         // Room for the fields kappe adds (Via, a cookie, hints) without regrowing.
-        let (headers, verbatim) = fields_map(
+        let Fields {
+            headers,
+            verbatim,
+            coding,
+            ..
+        } = fields_map(
             head,
             spans,
             6,
@@ -412,7 +417,15 @@ pub fn parse_head(
             Some(&mut lengths),
             &mut kept,
         )?;
-        let mut head = head_from(status, version, headers, connection, lengths, head_request)?;
+        let mut head = head_from(
+            status,
+            version,
+            headers,
+            connection,
+            lengths,
+            coding,
+            head_request,
+        )?;
         head.addressed = kept;
         head.verbatim = verbatim;
         return Ok(Some(head));
@@ -479,7 +492,7 @@ pub(crate) fn fields_map(
     connection: &mut ConnectionTokens,
     mut lengths: Option<&mut Lengths>,
     addressed: &mut Addressed,
-) -> Result<(HeaderMap, Verbatim), WireError> {
+) -> Result<Fields, WireError> {
     // A field's lines all pass, or are all mapped, so that lines of one name keep their order.
     let pass = fields.is_some() && spans.len() <= 64;
     let known = fields.unwrap_or(&MAPPED);
@@ -487,6 +500,7 @@ pub(crate) fn fields_map(
     let mut picked = 0u64;
     let mut date = false;
     let mut named = false;
+    let (mut length, mut coding) = (false, false);
     for (i, &(name, name_len, value, value_len)) in spans.iter().enumerate() {
         let (role, mapped) = with_name(&head[name..name + name_len], Some(known), |name, role| {
             let passes = pass && matches!(role, Role::Passes | Role::Date);
@@ -494,6 +508,8 @@ pub(crate) fn fields_map(
             (role, (!passes && !read_here).then(|| name.clone()))
         })
         .map_err(|_| WireError::Malformed)?;
+        length |= role == Role::Length;
+        coding |= role == Role::Coding;
         let value = match (role, mapped) {
             (Role::Connection, _) => {
                 if connection.read(&head[value..value + value_len]) {
@@ -525,7 +541,25 @@ pub(crate) fn fields_map(
     if named {
         std::mem::take(&mut verbatim).restore(&mut headers);
     }
-    Ok((headers, verbatim))
+    Ok(Fields {
+        headers,
+        verbatim,
+        length,
+        coding,
+    })
+}
+
+/// A head's fields as [`fields_map`] sorts them.
+pub(crate) struct Fields {
+    /// The fields kappe reads or changes (all of them, without [`KnownFields`]).
+    pub headers: HeaderMap,
+    /// The fields that pass as they came.
+    pub verbatim: Verbatim,
+    /// Whether a `Content-Length` line was among them.
+    pub length: bool,
+    /// Whether a `Transfer-Encoding` line was among them (it is in `headers`). With neither,
+    /// the head frames no body, and its map need not be searched for them.
+    pub coding: bool,
 }
 
 /// The value at `at..at + len` of a head httparse has read, shared rather than copied.
@@ -650,6 +684,8 @@ enum Role {
     Read,
     /// A name kappe changes or that frames the answer: mapped.
     Touched,
+    /// `Transfer-Encoding`: mapped, like [`Role::Touched`], and a sign of a body.
+    Coding,
     /// `Date`: passes verbatim, and the writer adds none.
     Date,
     /// Passes verbatim.
@@ -662,6 +698,8 @@ impl Role {
             Role::Connection
         } else if name == header::CONTENT_LENGTH {
             Role::Length
+        } else if name == header::TRANSFER_ENCODING {
+            Role::Coding
         } else if fields.names.contains(name) {
             Role::Read
         } else if fields.touched.contains(name)
@@ -753,13 +791,15 @@ fn with_name<R>(
     })
 }
 
-/// Works out the body framing and reuse of a parsed head.
+/// Works out the body framing and reuse of a parsed head; `coding`: whether it has a
+/// `Transfer-Encoding` line (in `headers`).
 fn head_from(
     status: StatusCode,
     version: Version,
     mut headers: HeaderMap,
     connection: ConnectionTokens,
     lengths: Lengths,
+    coding: bool,
     head_request: bool,
 ) -> Result<Head, WireError> {
     let close = connection.close;
@@ -776,7 +816,7 @@ fn head_from(
         // the visitor's to see.
         lengths.restore(&mut headers);
         Framing::Length(0)
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
+    } else if coding {
         // Transfer-Encoding wins over Content-Length, which is dropped; a message that sent both
         // may have been framed differently elsewhere, so its connection is not used again.
         if lengths.any() {
@@ -1113,7 +1153,7 @@ mod tests {
             let mut connection = ConnectionTokens::default();
             let raw = Bytes::from_static(b"a: 1\r\nb: 2\r\n");
             let spans = vec![(0, 1, 3, 1), (6, 1, 9, 1)];
-            let (map, _) = fields_map(
+            let Fields { headers: map, .. } = fields_map(
                 raw,
                 spans.clone(),
                 10,
@@ -1235,7 +1275,11 @@ mod tests {
         }
         let fields = KnownFields::request(vec![HeaderName::from_static("x-id")]);
         let mut connection = ConnectionTokens::default();
-        let (map, verbatim) = fields_map(
+        let Fields {
+            headers: map,
+            verbatim,
+            ..
+        } = fields_map(
             raw.clone(),
             spans.clone(),
             0,
@@ -1262,7 +1306,11 @@ mod tests {
         verbatim.write(&mut out);
         assert_eq!(out, "Accept-Language: de\r\nSec-Fetch-Mode: cors\r\n");
 
-        let (map, verbatim) = fields_map(
+        let Fields {
+            headers: map,
+            verbatim,
+            ..
+        } = fields_map(
             raw,
             spans,
             0,
