@@ -16,7 +16,9 @@ mod io;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -58,6 +60,31 @@ pub struct ServerOptions {
     /// The request fields the handler reads: the others pass verbatim, outside the request's
     /// map (`proxy::upstream::wire::Verbatim`, in its extensions). `None`: every field is mapped.
     pub request_fields: Option<Arc<KnownFields>>,
+}
+
+/// The server's stop signal as one HTTP/1 connection waits on it, between requests and after
+/// each. Once `wait` has been polled it stays registered with the connection's task, which the
+/// stop wakes; so a later poll first asks `probe`, with one atomic load, whether the channel
+/// changed at all, and polls `wait` (which locks the channel's list of waiters) only then.
+struct Stopped<F> {
+    /// A receiver of the same channel, which has seen no change yet.
+    probe: watch::Receiver<bool>,
+    wait: Pin<Box<F>>,
+    /// Whether `wait` has been polled, and so holds the task's waker.
+    armed: bool,
+}
+
+impl<F: Future<Output = ()>> Future for Stopped<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // The connection is one task, polled with one waker: the registration stays good.
+        if self.armed && matches!(self.probe.has_changed(), Ok(false)) {
+            return Poll::Pending;
+        }
+        self.armed = true;
+        self.wait.as_mut().poll(cx)
+    }
 }
 
 /// The answer to a connection over the limit: refused cleanly, then closed.
@@ -317,8 +344,14 @@ where
 
     /// Serves a connection that speaks HTTP/1.1, or HTTP/2 with prior knowledge.
     async fn connection(&self, io: Io, info: ConnInfo, mut stop: watch::Receiver<bool>) {
-        let stopped = async {
+        let probe = stop.clone();
+        let wait = Box::pin(async {
             drop(stop.wait_for(|s| *s).await);
+        });
+        let stopped = Stopped {
+            probe,
+            wait,
+            armed: false,
         };
         let ended = h1::serve(
             io,
