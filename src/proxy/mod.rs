@@ -241,9 +241,7 @@ impl Proxy {
                 remaining: max,
             }
         };
-        let resp = self
-            .send(Request::from_parts(parts, body), &forwarding)
-            .await?;
+        let resp = self.send(&mut parts, body, &forwarding).await?;
         let ctx = Ctx {
             version,
             now,
@@ -266,8 +264,10 @@ impl Proxy {
             refetches += 1;
             self.metrics.refetch.inc();
             excluded.push(c);
-            let req = self.refetch_request(replay, &excluded);
-            let upstream = self.send(req, &ctx.forwarding).await?;
+            let mut again = self.refetch_request(replay, &excluded);
+            let upstream = self
+                .send(&mut again, UpstreamBody::Empty, &ctx.forwarding)
+                .await?;
             (resp, decision, campaign) = self.response_filter(upstream, &ctx, info).await?;
         }
         let mut resp = match decision {
@@ -350,7 +350,7 @@ impl Proxy {
         &self,
         replay: &http::request::Parts,
         excluded: &[String],
-    ) -> Request<UpstreamBody> {
+    ) -> http::request::Parts {
         let mut parts = replay.clone();
         if let Ok(v) = HeaderValue::from_str(&excluded.join(",")) {
             parts.headers.insert(X_KAPPE_EXCLUDE.clone(), v);
@@ -366,7 +366,7 @@ impl Proxy {
                 parts.uri = uri;
             }
         }
-        Request::from_parts(parts, UpstreamBody::Empty)
+        parts
     }
 
     /// Cleans the upstream's answer and decides what the visitor gets. Returns the response as it
@@ -607,14 +607,19 @@ impl Proxy {
         ProxyError::StoreUnavailable
     }
 
-    /// Sends one request upstream; the client bounds it by `--upstream-timeout`.
+    /// Sends one request upstream, `parts` and `body`; the client bounds it by
+    /// `--upstream-timeout`. The head is written from `parts`, whose map goes back to be reused.
     async fn send(
         &self,
-        req: Request<UpstreamBody>,
+        parts: &mut http::request::Parts,
+        body: UpstreamBody,
         forwarding: &forward::Forwarding,
     ) -> Result<(Response<upstream::ResponseBody>, Addressed), ProxyError> {
         let started = Instant::now();
-        let result = self.upstream.send_at(req, Some(forwarding), started).await;
+        let result = self
+            .upstream
+            .send_at(parts, body, Some(forwarding), started)
+            .await;
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());

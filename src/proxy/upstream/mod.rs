@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use http::uri::Authority;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, request};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -195,23 +195,26 @@ impl Upstream {
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut resp, addressed) = self.send_at(req, None, Instant::now()).await?;
+        let (mut parts, body) = req.into_parts();
+        let (mut resp, addressed) = self.send_at(&mut parts, body, None, Instant::now()).await?;
         let verbatim = resp.body_mut().take_verbatim();
         verbatim.restore(resp.headers_mut());
         addressed.restore(resp.headers_mut());
         Ok(resp)
     }
 
-    /// [`send`](Self::send) for a request that started at `start`: the caller's clock reading
-    /// stands for the client's own. The head carries `forwarding`'s fields, and the answer's
-    /// fields addressed to kappe come apart from it.
+    /// [`send`](Self::send) for a request of `parts` and `body` that started at `start`: the
+    /// caller's clock reading stands for the client's own. The head carries `forwarding`'s
+    /// fields, and the answer's fields addressed to kappe come apart from it. `parts` are
+    /// borrowed, not moved, so that each layer of the proxy does not copy them on the way; their
+    /// map is taken, to be reused once the head is written.
     pub(crate) async fn send_at(
         &self,
-        req: Request<UpstreamBody>,
+        parts: &mut request::Parts,
+        body: UpstreamBody,
         forwarding: Option<&Forwarding>,
         start: Instant,
     ) -> Result<(Response<ResponseBody>, wire::Addressed), ProxyError> {
-        let (mut parts, body) = req.into_parts();
         let framing = match &body {
             UpstreamBody::Empty if wire::expects_body(&parts.method) => BodyFraming::Length(0),
             UpstreamBody::Empty => BodyFraming::None,
