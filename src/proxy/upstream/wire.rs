@@ -732,6 +732,10 @@ fn with_name<R>(
     const NO_ROLE: u64 = u64::MAX;
     struct Slot {
         len: u8,
+        /// The words the hash is made of: with the length, they are the whole of a name of up
+        /// to 16 bytes, which is then compared without looking at its bytes again.
+        head: u64,
+        tail: u64,
         raw: [u8; LONGEST],
         name: HeaderName,
         role: Role,
@@ -764,7 +768,12 @@ fn with_name<R>(
             cache.resize_with(SLOTS, || None);
         }
         let slot = match &mut cache[at] {
-            Some(slot) if usize::from(slot.len) == raw.len() && slot.raw[..raw.len()] == *raw => {
+            Some(slot)
+                if usize::from(slot.len) == n
+                    && slot.head == head
+                    && slot.tail == tail
+                    && (n <= 16 || slot.raw[8..n - 8] == raw[8..n - 8]) =>
+            {
                 slot
             }
             other => {
@@ -773,6 +782,8 @@ fn with_name<R>(
                 copy[..raw.len()].copy_from_slice(raw);
                 other.insert(Slot {
                     len: raw.len() as u8,
+                    head,
+                    tail,
                     raw: copy,
                     name,
                     role: Role::Passes,
