@@ -18,6 +18,8 @@ pub const MAX_COOKIES: usize = 256;
 pub struct Cookies<'a> {
     lines: ValueIter<'a, HeaderValue>,
     rest: &'a [u8],
+    /// Whether `rest` is valid UTF-8: then so is each piece of it cut at ASCII bytes.
+    text: bool,
     budget: usize,
     pairs: usize,
 }
@@ -30,6 +32,7 @@ pub fn cookies(headers: &HeaderMap) -> Cookies<'_> {
     Cookies {
         lines: all.iter(),
         rest: &[],
+        text: true,
         budget: MAX_COOKIE_BYTES,
         pairs: 0,
     }
@@ -65,6 +68,8 @@ impl<'a> Iterator for Cookies<'a> {
                 let take = line.len().min(self.budget);
                 self.budget -= take;
                 self.rest = &line[..take];
+                // Checked once for the line rather than twice for each of its pairs.
+                self.text = std::str::from_utf8(self.rest).is_ok();
                 continue;
             }
             let (pair, rest) = match self.rest.iter().position(|&c| c == b';') {
@@ -83,6 +88,18 @@ impl<'a> Iterator for Cookies<'a> {
             }
             if name.is_empty() {
                 continue;
+            }
+            if self.text {
+                // SAFETY: `name` and `value` are pieces of `rest`, which is valid UTF-8, cut
+                // only next to ASCII bytes (`;`, `=`, blanks, quotes), which are never inside a
+                // character's encoding.
+                #[allow(unsafe_code)]
+                return Some(unsafe {
+                    (
+                        std::str::from_utf8_unchecked(name),
+                        std::str::from_utf8_unchecked(value),
+                    )
+                });
             }
             if let (Ok(n), Ok(v)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
                 return Some((n, v));
@@ -205,6 +222,55 @@ mod tests {
                 ("e", "5")
             ]
         );
+    }
+
+    /// The pairs of some lines as the parser's documentation says, each name and value checked
+    /// to be UTF-8 on its own (the parser checks each line once).
+    fn reference(lines: &[Vec<u8>]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for line in lines {
+            for pair in line.split(|&c| c == b';') {
+                let Some(eq) = pair.iter().position(|&c| c == b'=') else {
+                    continue;
+                };
+                let name = trim(&pair[..eq]);
+                let mut value = trim(&pair[eq + 1..]);
+                if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                    value = &value[1..value.len() - 1];
+                }
+                if let (false, Ok(n), Ok(v)) = (
+                    name.is_empty(),
+                    std::str::from_utf8(name),
+                    std::str::from_utf8(value),
+                ) {
+                    out.push((n.to_owned(), v.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Lines of separators, blanks, quotes, a two-byte character's bytes and a byte that is
+        /// never UTF-8, in any order: the parser yields what checking each pair would.
+        #[test]
+        fn pairs_are_those_of_valid_utf8_pieces(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(
+                        &[b'a', b'b', b'=', b';', b' ', b'\t', b'"', 0xc3, 0xa9, 0xff][..]
+                    ),
+                    0..40,
+                ),
+                1..4,
+            )
+        ) {
+            let refs: Vec<&[u8]> = lines.iter().map(Vec::as_slice).collect();
+            let h = map(&refs);
+            let got: Vec<(String, String)> =
+                cookies(&h).map(|(n, v)| (n.to_owned(), v.to_owned())).collect();
+            proptest::prop_assert_eq!(got, reference(&lines));
+        }
     }
 
     /// No Cookie header means no cookies.
