@@ -157,13 +157,14 @@ fn format_ip(ip: IpAddr, buf: &mut [u8; 64]) -> usize {
 }
 
 /// The `Host` value for the upstream, built once per thread and then cloned (a reference count)
-/// instead of validated and copied on every request.
+/// instead of validated and copied on every request. The cached authority is compared byte for
+/// byte: `Authority`'s own equality ignores case, lowering each byte of both on every request.
 fn upstream_host(upstream: &Authority) -> HeaderValue {
     thread_local! {
         static CACHED: RefCell<Option<(Authority, HeaderValue)>> = const { RefCell::new(None) };
     }
     CACHED.with_borrow_mut(|cached| match cached {
-        Some((a, v)) if *a == *upstream => v.clone(),
+        Some((a, v)) if a.as_str() == upstream.as_str() => v.clone(),
         _ => {
             let v = HeaderValue::from_str(upstream.as_str())
                 .expect("an authority is a valid header value");
