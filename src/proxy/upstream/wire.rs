@@ -5,12 +5,12 @@
 use std::fmt::Write as _;
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use super::head::{self, HeadError};
 use crate::proxy::forward::{self, Forwarding, list_items};
 
 /// The most header fields a response head may carry.
@@ -145,7 +145,7 @@ impl KnownFields {
 }
 
 /// The fields of an answer that reach the visitor as they came: kappe neither reads nor
-/// changes them. They stay in the answer's head, where httparse found them, and are written
+/// changes them. They stay in the answer's head, where its reader found them, and are written
 /// from there, each as `name: value`; a field this way costs no name, no value and no map
 /// entry on its way through. At most the first 64 fields of a head pass this way; any others
 /// are mapped. Boxed: the answer's head and body are moved several times on their way to the
@@ -363,28 +363,23 @@ pub fn parse_head(
     head_request: bool,
     names: &KnownFields,
 ) -> Result<Option<Head>, WireError> {
+    let mut spans = spare_spans();
     loop {
-        // Left uninitialised: zeroing the array would cost more than parsing a typical head.
-        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut resp,
-            buf,
-            &mut fields,
-        ) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-                return Err(WireError::TooLarge);
+        let line = match head::read(buf, MAX_HEADERS, &mut spans) {
+            Ok(Some(line)) => line,
+            Ok(None) if buf.len() > MAX_HEAD_BYTES => return Err(WireError::TooLarge),
+            Ok(None) => {
+                give_back_spans(spans);
+                return Ok(None);
             }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(WireError::TooLarge),
-            Err(_) => return Err(WireError::Malformed),
+            Err(HeadError::TooManyFields) => return Err(WireError::TooLarge),
+            Err(HeadError::Malformed) => return Err(WireError::Malformed),
         };
+        let len = line.len;
         if len > MAX_HEAD_BYTES {
             return Err(WireError::TooLarge);
         }
-        let code = resp.code.ok_or(WireError::Malformed)?;
-        let status = StatusCode::from_u16(code).map_err(|_| WireError::Malformed)?;
+        let status = StatusCode::from_u16(line.code).map_err(|_| WireError::Malformed)?;
         if status == StatusCode::SWITCHING_PROTOCOLS {
             return Err(WireError::Upgrade);
         }
@@ -392,12 +387,11 @@ pub fn parse_head(
             buf.advance(len);
             continue;
         }
-        let version = if resp.version == Some(0) {
+        let version = if line.minor == 0 {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        let spans = field_spans(buf, resp.headers);
         let head = buf.split_to(len).freeze();
         let mut connection = ConnectionTokens::default();
         let mut lengths = Lengths::default();
@@ -432,8 +426,9 @@ pub fn parse_head(
     }
 }
 
-/// Where each field of a head lies in the buffer httparse read it from: offsets and lengths of
-/// name and value, so that they can be sliced out of the head once it is split off and frozen.
+/// Where each field of a head lies in the buffer it was read from (by httparse for a request,
+/// by [`head::read`] for an answer): offsets and lengths of name and value, so that they can be
+/// sliced out of the head once it is split off and frozen.
 pub(crate) type Spans = Vec<(usize, usize, usize, usize)>;
 
 thread_local! {
@@ -444,6 +439,13 @@ thread_local! {
 
 /// The most [`Spans`] vectors kept per thread.
 const SPARE_SPAN_VECS: usize = 32;
+
+/// An empty [`Spans`] vector, one given back earlier when there is one.
+fn spare_spans() -> Spans {
+    let mut spans = SPARE_SPANS.with_borrow_mut(Vec::pop).unwrap_or_default();
+    spans.clear();
+    spans
+}
 
 /// Keeps `spans` for a later head, unless it grew unusually large or enough are kept.
 fn give_back_spans(spans: Spans) {
@@ -457,11 +459,10 @@ fn give_back_spans(spans: Spans) {
     });
 }
 
-/// The [`Spans`] of `parsed`, fields of a head at the start of `buf`.
+/// The [`Spans`] of `parsed`, fields httparse read from a head at the start of `buf`.
 pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans {
     let base = buf.as_ptr() as usize;
-    let mut spans = SPARE_SPANS.with_borrow_mut(Vec::pop).unwrap_or_default();
-    spans.clear();
+    let mut spans = spare_spans();
     spans.extend(parsed.iter().map(|h| {
         let name = h.name.as_ptr() as usize - base;
         let value = h.value.as_ptr() as usize - base;
@@ -471,7 +472,7 @@ pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans 
 }
 
 /// The map and the [`Verbatim`] fields of a frozen head, with room in the map for `extra` more
-/// fields; `spans` are where httparse found them ([`field_spans`]). Values are slices of the
+/// fields; `spans` are where its reader found them ([`field_spans`], [`head::read`]). Values are slices of the
 /// head, shared rather than copied; names come from the name cache ([`header_name`]).
 ///
 /// With `fields`, the fields whose names it does not know pass verbatim; without, every field
@@ -562,9 +563,10 @@ pub(crate) struct Fields {
     pub coding: bool,
 }
 
-/// The value at `at..at + len` of a head httparse has read, shared rather than copied.
+/// The value at `at..at + len` of a head httparse or [`head::read`] has read, shared rather
+/// than copied.
 ///
-/// httparse lets through no byte in a value that a [`HeaderValue`] refuses (it allows tab,
+/// Neither lets through a byte in a value that a [`HeaderValue`] refuses (both allow tab,
 /// visible ASCII and bytes from 0x80), so an ASCII value is taken as it is: checking it again
 /// byte by byte cost a fifth of building the map. A value with other bytes is checked.
 ///
@@ -574,7 +576,7 @@ fn field_value(head: &Bytes, at: usize, len: usize) -> Result<HeaderValue, WireE
     let raw = head.slice(at..at + len);
     if raw.is_ascii() {
         // SAFETY: the one requirement is valid UTF-8, which ASCII is. That the value holds
-        // no control byte but tab is httparse's check (debug builds check it again).
+        // no control byte but tab is the head reader's check (debug builds check it again).
         #[allow(unsafe_code)]
         Ok(unsafe { HeaderValue::from_maybe_shared_unchecked(raw) })
     } else {
