@@ -55,11 +55,13 @@ fn is_value_byte(b: u8) -> bool {
 }
 
 /// Reads the head at the start of `buf`, putting the spans of its fields into `spans` (cleared
-/// first). At most `max_fields` fields are accepted.
+/// first). At most `max_fields` fields are accepted. The names are not yet checked to be
+/// tokens: that is the caller's part (see the module documentation).
 ///
 /// # Errors
 /// [`HeadError::Malformed`] for a byte the rules refuse, [`HeadError::TooManyFields`] for a
-/// head with more fields than `max_fields`.
+/// head with more fields than `max_fields` (`spans` then holds the fields read, the one too
+/// many included, for the caller to check their names first if it wants httparse's verdict).
 pub(crate) fn read(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<StatusLine> {
     spans.clear();
     let mut at = 0;
