@@ -6,7 +6,7 @@
 //! `Content-Length` fields, has a reading that HTTP allows, but a server behind another front end
 //! could read it the other way, which is how requests are smuggled (RFC 9112 sections 6.1 and
 //! 6.3); so kappe refuses both. [`Framing`] follows the stream the way the server does: heads end
-//! where httparse ends them (CRLF or bare LF, empty lines before a request line skipped), bodies
+//! where the server's head reader ends them (CRLF or bare LF, empty lines before a request line skipped), bodies
 //! are skipped by `Content-Length` or by the chunked grammar, and only the names of header fields
 //! are looked at. It owns no I/O and no buffer (a few integers per connection, one pass over
 //! each received byte); `super::guard` applies its verdicts to the bytes the server reads.
@@ -98,7 +98,7 @@ enum State {
     PassThrough,
     /// A verdict other than [`Verdict::Pass`] was given; nothing more may pass.
     Stopped,
-    /// Between messages: httparse skips empty lines before a request line.
+    /// Between messages: the server's head reader skips empty lines before a request line.
     Idle,
     /// A CR between messages.
     IdleCr,
@@ -221,7 +221,8 @@ impl Framing {
                     if b == b'\n' {
                         self.state = State::Idle;
                     } else {
-                        // httparse wants LF here; anything else is its error, read on as a line.
+                        // The head reader wants LF here; anything else is its error, read on
+                        // as a line.
                         self.state = State::RequestLine;
                         continue;
                     }
@@ -251,7 +252,7 @@ impl Framing {
                     if b == b'\n' {
                         self.end_of_head();
                     } else {
-                        // httparse's error; read on as a line.
+                        // The head reader's error; read on as a line.
                         self.state = State::RestOfLine;
                         continue;
                     }
@@ -356,7 +357,7 @@ impl Framing {
     }
 
     /// One byte of a `Content-Length` value: digits between optional blanks, as the server reads
-    /// it after httparse trims the value.
+    /// it after the head reader trims the value.
     fn length_byte(&mut self, part: LengthPart, b: u8) -> Result<(), Ambiguity> {
         let blank = b == b' ' || b == b'\t';
         self.state = match (part, b) {

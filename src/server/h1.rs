@@ -2,8 +2,8 @@
 //! connection's own task, and writes each response with its framing. There is no dispatcher,
 //! channel or second task between the socket and the handler.
 //!
-//! - Heads are parsed with httparse; the request target and header values are slices of the
-//!   head, shared rather than copied. A head over `--max-header-size` gets 431, a malformed one
+//! - Heads are read by `proxy::upstream::head::read_request` (httparse's rules); the request
+//!   target and header values are slices of the head, shared rather than copied. A head over `--max-header-size` gets 431, a malformed one
 //!   400, one not complete within `--header-read-timeout` 408; each closes the connection.
 //!   Ambiguous framing never gets this far: the guard (`guard.rs`) has cut the stream.
 //! - A body is read only as the handler asks for it ([`super::body`]). `Expect: 100-continue`
@@ -20,7 +20,6 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -39,6 +38,7 @@ use super::body::{Http1Body, Left, Reader, VisitorBody, take_back};
 use super::io::Io;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::forward::list_items;
+use crate::proxy::upstream::head::{self, HeadError as ReadError};
 use crate::proxy::upstream::wire::{
     self, Addressed, ChunkedDecoder, ConnectionTokens, KnownFields, LAST_CHUNK, Verbatim,
     encode_chunk,
@@ -268,35 +268,31 @@ fn parse(
     max: usize,
     fields: Option<&KnownFields>,
 ) -> Result<Option<Head>, HeadError> {
-    // Offsets of the header names and values, to slice them out of the head once it is split
-    // off the buffer. The field array is left uninitialised: zeroing it would cost more than
-    // parsing a typical head.
-    let spans;
-    let (len, method, version, target) = {
-        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut []);
-        let len = match req.parse_with_uninit_headers(buf, &mut fields) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() >= max => return Err(HeadError::TooLarge),
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-            Err(_) => return Err(HeadError::Malformed),
-        };
-        if len > max {
-            return Err(HeadError::TooLarge);
+    // The request line, and the offsets of the header names and values, to slice them out of
+    // the head once it is split off the buffer.
+    let mut spans = wire::spare_spans();
+    let line = match head::read_request(buf, MAX_HEADERS, &mut spans) {
+        Ok(Some(line)) => line,
+        Ok(None) if buf.len() >= max => return Err(HeadError::TooLarge),
+        Ok(None) => {
+            wire::give_back_spans(spans);
+            return Ok(None);
         }
-        let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
-            .map_err(|_| HeadError::Malformed)?;
-        let version = match req.version {
-            Some(0) => Version::HTTP_10,
-            Some(1) => Version::HTTP_11,
-            _ => return Err(HeadError::Malformed),
-        };
-        let path = req.path.unwrap_or_default();
-        let target = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
-        spans = wire::field_spans(buf, req.headers);
-        (len, method, version, target)
+        Err(ReadError::TooManyFields) => return Err(HeadError::TooLarge),
+        Err(ReadError::Malformed) => return Err(HeadError::Malformed),
     };
+    let len = line.len;
+    if len > max {
+        return Err(HeadError::TooLarge);
+    }
+    let (at, n) = line.method;
+    let method = Method::from_bytes(&buf[at..at + n]).map_err(|_| HeadError::Malformed)?;
+    let version = if line.minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let target = line.target;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))
         .map_err(|_| HeadError::Malformed)?;

@@ -1,11 +1,15 @@
-//! Reading an upstream answer's head in one pass: its status line, and where each field's name
-//! and value lie in the buffer ([`Spans`]), ready for [`fields_map`](super::wire::fields_map).
+//! Reading an HTTP/1 head in one pass, a visitor's request ([`read_request`]) or an upstream's
+//! answer ([`read_response`]): its first line, and where each field's name and value lie in
+//! the buffer ([`Spans`]), ready for [`fields_map`](super::wire::fields_map).
 //!
-//! An answer's head is accepted exactly when httparse (in its default configuration for
-//! responses) accepts it, the rules kappe applied before this reader replaced httparse here:
-//! - empty lines before the status line are skipped; a line ends in CRLF or a bare LF, and a CR
+//! A head is accepted exactly when httparse, in its default configuration, accepts it: the
+//! rules kappe applied before it read heads itself, and the ones the visitor connection's framing
+//! guard (`server::framing`) follows.
+//! - empty lines before the first line are skipped; a line ends in CRLF or a bare LF, and a CR
 //!   not followed by LF is an error;
-//! - the status line is `HTTP/1.0` or `HTTP/1.1`, one space, three digits, then the end of the
+//! - a request line is a method of token characters, one space, a target of visible ASCII and
+//!   bytes from 0x80 that is UTF-8, one space, and `HTTP/1.0` or `HTTP/1.1`;
+//! - a status line is `HTTP/1.0` or `HTTP/1.1`, one space, three digits, then the end of the
 //!   line or a space and a reason of tab, space, visible ASCII and bytes from 0x80;
 //! - a field name is one or more token characters directly followed by `:` (no space before
 //!   the colon, no line folding, no leading space);
@@ -18,11 +22,13 @@
 //! is made of token characters is checked where it is looked up, when `fields_map` turns it
 //! into a `HeaderName` (or finds it among the names it has already checked), and refuses the
 //! head otherwise. A head with a bad name is therefore refused once it is whole, where httparse
-//! refused it as soon as it saw the byte.
+//! refused it as soon as it saw the byte. A NUL, a control byte or a space in a name is still
+//! refused at once.
 //!
-//! The tests hold [`read`], with that name check, to httparse's verdict on generated heads. The
-//! scan is what makes it cheaper: names and values are checked eight bytes at a time, and the
-//! spans are written as the fields are found, not worked out afterwards from slices.
+//! The tests hold both readers, with that name check, to httparse's verdicts on generated heads.
+//! The scan is what makes them cheaper: names, values and targets are checked eight bytes at a
+//! time, and the spans are written as the fields are found, not worked out afterwards from
+//! slices.
 
 use super::wire::Spans;
 
@@ -54,18 +60,59 @@ fn is_value_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=0x7e).contains(&b) || b >= 0x80
 }
 
-/// Reads the head at the start of `buf`, putting the spans of its fields into `spans` (cleared
-/// first). At most `max_fields` fields are accepted. The names are not yet checked to be
-/// tokens: that is the caller's part (see the module documentation).
+/// Reads an answer's head at the start of `buf`, putting the spans of its fields into `spans`
+/// (cleared first). At most `max_fields` fields are accepted. The names are not yet checked to
+/// be tokens: that is the caller's part (see the module documentation).
 ///
 /// # Errors
 /// [`HeadError::Malformed`] for a byte the rules refuse, [`HeadError::TooManyFields`] for a
 /// head with more fields than `max_fields` (`spans` then holds the fields read, the one too
 /// many included, for the caller to check their names first if it wants httparse's verdict).
-pub(crate) fn read(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<StatusLine> {
+pub(crate) fn read_response(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<StatusLine> {
     spans.clear();
+    let Some(at) = skip_empty_lines(buf)? else {
+        return Ok(None);
+    };
+    let Some((minor, code, at)) = status_line(buf, at)? else {
+        return Ok(None);
+    };
+    Ok(fields(buf, at, max_fields, spans)?.map(|len| StatusLine { minor, code, len }))
+}
+
+/// A request's head as [`read_request`] found it: where its method and target lie in the
+/// buffer, its version, and the length of the whole head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RequestLine {
+    /// Offset and length of the method, token characters.
+    pub method: (usize, usize),
+    /// Offset and length of the request target: visible ASCII and UTF-8 from 0x80.
+    pub target: (usize, usize),
+    /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    /// The bytes from the start of the buffer to the end of the empty line closing the head.
+    pub len: usize,
+}
+
+/// Reads a request's head at the start of `buf`, as [`read_response`] reads an answer's, with
+/// httparse's request line: a method of token characters, one space, a target of visible ASCII
+/// and bytes from 0x80 that is UTF-8, one space, `HTTP/1.0` or `HTTP/1.1`, and the line's end.
+///
+/// # Errors
+/// As [`read_response`].
+pub(crate) fn read_request(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<RequestLine> {
+    spans.clear();
+    let Some(at) = skip_empty_lines(buf)? else {
+        return Ok(None);
+    };
+    let Some(line) = request_line(buf, at)? else {
+        return Ok(None);
+    };
+    Ok(fields(buf, line.len, max_fields, spans)?.map(|len| RequestLine { len, ..line }))
+}
+
+/// The position of the first byte after the empty lines at the start of `buf`.
+fn skip_empty_lines(buf: &[u8]) -> Read<usize> {
     let mut at = 0;
-    // Empty lines before the status line.
     loop {
         match buf.get(at) {
             None => return Ok(None),
@@ -74,23 +121,21 @@ pub(crate) fn read(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<Sta
                 None => return Ok(None),
             },
             Some(b'\n') => at += 1,
-            Some(_) => break,
+            Some(_) => return Ok(Some(at)),
         }
     }
-    let Some((minor, code, after)) = status_line(buf, at)? else {
-        return Ok(None);
-    };
-    at = after;
+}
+
+/// The field lines from `at` on, into `spans`, up to the empty line that ends the head: the
+/// position after that line.
+fn fields(buf: &[u8], mut at: usize, max_fields: usize, spans: &mut Spans) -> Read<usize> {
     loop {
         let Some(&first) = buf.get(at) else {
             return Ok(None);
         };
         // The empty line that ends the head.
         if first == b'\r' || first == b'\n' {
-            let Some(len) = line_end(buf, at)? else {
-                return Ok(None);
-            };
-            return Ok(Some(StatusLine { minor, code, len }));
+            return line_end(buf, at);
         }
         let Some((span, next)) = field(buf, at)? else {
             return Ok(None);
@@ -123,10 +168,10 @@ fn line_end(buf: &[u8], at: usize) -> Read<usize> {
     }
 }
 
-/// The status line starting at `at`: minor version, code, and the position after its end.
-fn status_line(buf: &[u8], at: usize) -> Read<(u8, u16, usize)> {
+/// The minor version of the `HTTP/1.x` at `at`.
+fn version(buf: &[u8], at: usize) -> Read<u8> {
     const PREFIX: &[u8; 7] = b"HTTP/1.";
-    let rest = &buf[at..];
+    let rest = &buf[at.min(buf.len())..];
     if rest.len() < 8 {
         // Too short to tell the version: wrong already, or perhaps right once more arrives.
         return if PREFIX.starts_with(rest) {
@@ -135,10 +180,17 @@ fn status_line(buf: &[u8], at: usize) -> Read<(u8, u16, usize)> {
             Err(HeadError::Malformed)
         };
     }
-    let minor = match &rest[..8] {
-        b"HTTP/1.0" => 0,
-        b"HTTP/1.1" => 1,
-        _ => return Err(HeadError::Malformed),
+    match &rest[..8] {
+        b"HTTP/1.0" => Ok(Some(0)),
+        b"HTTP/1.1" => Ok(Some(1)),
+        _ => Err(HeadError::Malformed),
+    }
+}
+
+/// The status line starting at `at`: minor version, code, and the position after its end.
+fn status_line(buf: &[u8], at: usize) -> Read<(u8, u16, usize)> {
+    let Some(minor) = version(buf, at)? else {
+        return Ok(None);
     };
     let mut i = at + 8;
     match buf.get(i) {
@@ -172,6 +224,54 @@ fn status_line(buf: &[u8], at: usize) -> Read<(u8, u16, usize)> {
         Some(b'\r' | b'\n') => Ok(line_end(buf, i)?.map(|end| (minor, code, end))),
         Some(_) => Err(HeadError::Malformed),
     }
+}
+
+/// Token characters (RFC 9110 section 5.6.2), which a method is made of.
+static TOKEN: [bool; 256] = {
+    let mut map = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        map[i] = matches!(i as u8,
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9'
+            | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
+            | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        i += 1;
+    }
+    map
+};
+
+/// The request line starting at `at`, its `len` the position after the line's end.
+fn request_line(buf: &[u8], at: usize) -> Read<RequestLine> {
+    let mut i = at;
+    loop {
+        match buf.get(i) {
+            None => return Ok(None),
+            Some(b' ') if i > at => break,
+            Some(&b) if TOKEN[usize::from(b)] => i += 1,
+            Some(_) => return Err(HeadError::Malformed),
+        }
+    }
+    let method = (at, i - at);
+    let start = i + 1;
+    i = target_end(buf, start);
+    match buf.get(i) {
+        None => return Ok(None),
+        Some(b' ') if i > start => {}
+        Some(_) => return Err(HeadError::Malformed),
+    }
+    let target = &buf[start..i];
+    if !target.is_ascii() && std::str::from_utf8(target).is_err() {
+        return Err(HeadError::Malformed);
+    }
+    let Some(minor) = version(buf, i + 1)? else {
+        return Ok(None);
+    };
+    Ok(line_end(buf, i + 9)?.map(|len| RequestLine {
+        method,
+        target: (start, i - start),
+        minor,
+        len,
+    }))
 }
 
 /// The field line starting at `at` (whose first byte is neither CR nor LF): its span and the
@@ -243,6 +343,25 @@ fn name_end(buf: &[u8], mut at: usize) -> usize {
     at
 }
 
+/// The first position from `at` on whose byte is a space, a control byte or 0x7f (or the
+/// buffer's end), eight bytes at a time: what may stand in a request target.
+fn target_end(buf: &[u8], mut at: usize) -> usize {
+    while let Some(x) = word(buf, at) {
+        let flagged = below(x, 0x21) | equal(x, 0x7f);
+        if flagged != 0 {
+            return at + (flagged.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while let Some(&b) = buf.get(at) {
+        if b <= b' ' || b == 0x7f {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
+
 /// The first position from `at` on whose byte may not stand in a value (or the buffer's end).
 /// Eight bytes at a time: a word with no byte below 0x20 and none equal to 0x7f is all value
 /// bytes; otherwise it goes on byte by byte from its first such byte (a tab may stand in a
@@ -279,7 +398,8 @@ mod tests {
         Complete {
             len: usize,
             minor: u8,
-            code: u16,
+            /// The status code, or the method and the target.
+            first: Vec<u8>,
             fields: Vec<(Vec<u8>, Vec<u8>)>,
         },
         Partial,
@@ -292,25 +412,47 @@ mod tests {
         http::HeaderName::from_bytes(name).is_ok()
     }
 
-    /// This reader's verdict, with the caller's name check applied: a head with a name that is
-    /// not a token is refused, also when it has too many fields.
-    fn ours(buf: &[u8], max: usize) -> Verdict {
-        let mut spans = Spans::new();
-        let names_ok = |spans: &Spans| spans.iter().all(|s| token(&buf[s.0..s.0 + s.1]));
-        match read(buf, max, &mut spans) {
-            Ok(Some(line)) if names_ok(&spans) => Verdict::Complete {
-                len: line.len,
-                minor: line.minor,
-                code: line.code,
+    /// The verdict of a reader's result, with the caller's name check applied: a head with a
+    /// name that is not a token is refused, also when it has too many fields. `first` is what
+    /// tells the first line apart: the status code, or the method and target.
+    fn verdict(buf: &[u8], spans: &Spans, read: Read<(usize, u8, Vec<u8>)>) -> Verdict {
+        let names_ok = spans.iter().all(|s| token(&buf[s.0..s.0 + s.1]));
+        match read {
+            Ok(Some((len, minor, first))) if names_ok => Verdict::Complete {
+                len,
+                minor,
+                first,
                 fields: spans
                     .iter()
                     .map(|s| (buf[s.0..s.0 + s.1].to_vec(), buf[s.2..s.2 + s.3].to_vec()))
                     .collect(),
             },
             Ok(None) => Verdict::Partial,
-            Err(HeadError::TooManyFields) if names_ok(&spans) => Verdict::TooMany,
+            Err(HeadError::TooManyFields) if names_ok => Verdict::TooMany,
             Ok(Some(_)) | Err(_) => Verdict::Malformed,
         }
+    }
+
+    /// [`read_response`]'s verdict.
+    fn ours(buf: &[u8], max: usize) -> Verdict {
+        let mut spans = Spans::new();
+        let read = read_response(buf, max, &mut spans);
+        let read = read.map(|r| r.map(|l| (l.len, l.minor, l.code.to_string().into_bytes())));
+        verdict(buf, &spans, read)
+    }
+
+    /// [`read_request`]'s verdict.
+    fn ours_request(buf: &[u8], max: usize) -> Verdict {
+        let mut spans = Spans::new();
+        let read = read_request(buf, max, &mut spans);
+        let read = read.map(|r| {
+            r.map(|l| {
+                let (m, t) = (l.method, l.target);
+                let first = [&buf[m.0..m.0 + m.1], b" ", &buf[t.0..t.0 + t.1]].concat();
+                (l.len, l.minor, first)
+            })
+        });
+        verdict(buf, &spans, read)
     }
 
     /// httparse's verdict on the same bytes.
@@ -321,12 +463,8 @@ mod tests {
             Ok(httparse::Status::Complete(len)) => Verdict::Complete {
                 len,
                 minor: resp.version.unwrap_or(9),
-                code: resp.code.unwrap_or(0),
-                fields: resp
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
-                    .collect(),
+                first: resp.code.unwrap_or(0).to_string().into_bytes(),
+                fields: httparse_fields(resp.headers),
             },
             Ok(httparse::Status::Partial) => Verdict::Partial,
             Err(httparse::Error::TooManyHeaders) => Verdict::TooMany,
@@ -334,10 +472,49 @@ mod tests {
         }
     }
 
+    /// httparse's verdict on a request.
+    fn theirs_request(buf: &[u8], max: usize) -> Verdict {
+        let mut fields = vec![httparse::EMPTY_HEADER; max];
+        let mut req = httparse::Request::new(&mut fields);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => Verdict::Complete {
+                len,
+                minor: req.version.unwrap_or(9),
+                first: format!("{} {}", req.method.unwrap_or(""), req.path.unwrap_or(""))
+                    .into_bytes(),
+                fields: httparse_fields(req.headers),
+            },
+            Ok(httparse::Status::Partial) => Verdict::Partial,
+            Err(httparse::Error::TooManyHeaders) => Verdict::TooMany,
+            Err(_) => Verdict::Malformed,
+        }
+    }
+
+    fn httparse_fields(headers: &[httparse::Header<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        headers
+            .iter()
+            .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
+            .collect()
+    }
+
     /// Both verdicts agree, but for the one difference the module names: while a head with a
     /// bad name is incomplete, httparse refuses it and this reader waits; once the head ends,
     /// it is refused here too.
     fn agree(buf: &[u8], max: usize) -> Result<(), String> {
+        agree_with(buf, max, ours, theirs)
+    }
+
+    /// [`agree`] for requests.
+    fn agree_request(buf: &[u8], max: usize) -> Result<(), String> {
+        agree_with(buf, max, ours_request, theirs_request)
+    }
+
+    fn agree_with(
+        buf: &[u8],
+        max: usize,
+        ours: fn(&[u8], usize) -> Verdict,
+        theirs: fn(&[u8], usize) -> Verdict,
+    ) -> Result<(), String> {
         let (o, t) = (ours(buf, max), theirs(buf, max));
         if o == t {
             return Ok(());
@@ -367,13 +544,13 @@ mod tests {
         let Verdict::Complete {
             len,
             minor,
-            code,
+            first,
             fields,
         } = ours(BANNER, 128)
         else {
             panic!("banner head not read");
         };
-        assert_eq!((minor, code), (1, 200));
+        assert_eq!((minor, &first[..]), (1, &b"200"[..]));
         assert_eq!(&BANNER[len..], b"<a href=\"https://shop.example/shoes\">");
         assert_eq!(fields.len(), 7);
         assert_eq!(
@@ -503,6 +680,105 @@ mod tests {
             if let Err(e) = agree(&head, 3) {
                 proptest::prop_assert!(false, "{}", e);
             }
+        }
+
+        /// Request heads of such lines, whole or cut anywhere, with at most three fields
+        /// allowed: [`read_request`], with the caller's name check, decides as httparse.
+        #[test]
+        fn generated_requests_are_decided_as_httparse_decides(
+            leading in proptest::sample::select(vec![&b""[..], b"", b"", b"\r\n", b"\n", b"\r"]),
+            line in proptest::sample::select(vec![
+                &b"GET /ad?slot=top HTTP/1.1\r\n"[..], b"GET /ad HTTP/1.1\r\n",
+                b"POST /x?y=1 HTTP/1.0\n", b"OPTIONS * HTTP/1.1\r\n",
+                b"GET /caf\xc3\xa9/long-enough-path?with=a&query=string HTTP/1.1\r\n",
+                b"GET /a\xffb HTTP/1.1\r\n", b"GET  /ad HTTP/1.1\r\n", b"GET /ad  HTTP/1.1\r\n",
+                b"G(T /ad HTTP/1.1\r\n", b" GET /ad HTTP/1.1\r\n", b"GET /a\tb HTTP/1.1\r\n",
+                b"GET /a\x7fb HTTP/1.1\r\n", b"GET /ad HTTP/1.2\r\n", b"GET /ad HTTP/1.1 \r\n",
+                b"GET /ad HTTP/1.1\r\r\n", b"GET /ad\r\n", b"GET HTTP/1.1\r\n",
+                b" / HTTP/1.1\r\n", b"GET  HTTP/1.1\r\n",
+            ]),
+            fields in proptest::collection::vec(field_line(), 0..6),
+            end in proptest::sample::select(vec![&b"\r\n"[..], b"\r\n", b"\n", b"\r", b""]),
+            cut in proptest::option::weighted(0.3, 0usize..200),
+        ) {
+            let mut head = [leading, line].concat();
+            for f in &fields {
+                head.extend_from_slice(f);
+            }
+            head.extend_from_slice(end);
+            if let Some(cut) = cut {
+                head.truncate(cut);
+            }
+            if let Err(e) = agree_request(&head, 3) {
+                proptest::prop_assert!(false, "{}", e);
+            }
+        }
+    }
+
+    /// A browser's request for an ad image: method, target, version and each field; every
+    /// shorter cut is incomplete.
+    #[test]
+    fn reads_a_browser_request_and_waits_for_the_rest() {
+        let head: &[u8] = b"GET /ad?slot=top&size=300x250 HTTP/1.1\r\nHost: ads.example\r\n\
+            User-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0.0.0\r\n\
+            Accept: image/avif,image/webp,*/*;q=0.8\r\nSec-Fetch-Dest: image\r\n\
+            Cookie: kappe_id=v123; other=1\r\n\r\n";
+        let Verdict::Complete {
+            len,
+            minor,
+            first,
+            fields,
+        } = ours_request(head, 128)
+        else {
+            panic!("request head not read");
+        };
+        assert_eq!((len, minor), (head.len(), 1));
+        assert_eq!(first, b"GET /ad?slot=top&size=300x250");
+        assert_eq!(fields.len(), 5);
+        assert_eq!(
+            fields[4],
+            (b"Cookie".to_vec(), b"kappe_id=v123; other=1".to_vec())
+        );
+        for cut in 0..len {
+            assert_eq!(
+                ours_request(&head[..cut], 128),
+                Verdict::Partial,
+                "cut at {cut}"
+            );
+        }
+        agree_request(head, 128).unwrap();
+    }
+
+    /// The request line's rules, each on a head of its own, as httparse decides; and the guard's
+    /// NUL, refused at once wherever it stands.
+    #[test]
+    fn request_edge_cases_are_decided_as_httparse_decides() {
+        let heads: &[&[u8]] = &[
+            b"\r\n\nGET / HTTP/1.1\n\n",
+            b"GET / HTTP/1.0\r\nA: b\r\n\r\n",
+            b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n",
+            b"GET /\xc3 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\rX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX : y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: y\r\n z\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX(Y: z\r\n\r\n",
+            b"GET / HTTP/1.",
+            b"GET / HTTX",
+            b"GET",
+            b"GE\x00T / HTTP/1.1\r\n\r\n",
+            b"GET /\x00 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHo\x00\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\x00\n\n",
+            b"GET / HTTP/1.1\r\n\x00\n\n",
+            b"get / http/1.1\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+        ];
+        for head in heads {
+            agree_request(head, 3).unwrap();
+        }
+        for head in &heads[11..16] {
+            assert_eq!(ours_request(head, 3), Verdict::Malformed, "{head:?}");
         }
     }
 }

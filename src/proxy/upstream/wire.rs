@@ -365,7 +365,7 @@ pub fn parse_head(
 ) -> Result<Option<Head>, WireError> {
     let mut spans = spare_spans();
     loop {
-        let line = match head::read(buf, MAX_HEADERS, &mut spans) {
+        let line = match head::read_response(buf, MAX_HEADERS, &mut spans) {
             Ok(Some(line)) => line,
             Ok(None) if buf.len() > MAX_HEAD_BYTES => return Err(WireError::TooLarge),
             Ok(None) => {
@@ -426,14 +426,14 @@ pub fn parse_head(
     }
 }
 
-/// Where each field of a head lies in the buffer it was read from (by httparse for a request,
-/// by [`head::read`] for an answer): offsets and lengths of name and value, so that they can be
+/// Where each field of a head lies in the buffer it was read from ([`head::read_request`],
+/// [`head::read_response`]): offsets and lengths of name and value, so that they can be
 /// sliced out of the head once it is split off and frozen.
 pub(crate) type Spans = Vec<(usize, usize, usize, usize)>;
 
 thread_local! {
-    /// [`Spans`] vectors given back once their head was mapped or written, for the next heads'
-    /// [`field_spans`]: each head would otherwise allocate and free one.
+    /// [`Spans`] vectors given back once their head was mapped or written, for the next heads
+    /// read: each head would otherwise allocate and free one.
     static SPARE_SPANS: RefCell<Vec<Spans>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -441,14 +441,14 @@ thread_local! {
 const SPARE_SPAN_VECS: usize = 32;
 
 /// An empty [`Spans`] vector, one given back earlier when there is one.
-fn spare_spans() -> Spans {
+pub(crate) fn spare_spans() -> Spans {
     let mut spans = SPARE_SPANS.with_borrow_mut(Vec::pop).unwrap_or_default();
     spans.clear();
     spans
 }
 
 /// Keeps `spans` for a later head, unless it grew unusually large or enough are kept.
-fn give_back_spans(spans: Spans) {
+pub(crate) fn give_back_spans(spans: Spans) {
     if spans.capacity() == 0 || spans.capacity() > MAX_HEADERS {
         return;
     }
@@ -459,20 +459,8 @@ fn give_back_spans(spans: Spans) {
     });
 }
 
-/// The [`Spans`] of `parsed`, fields httparse read from a head at the start of `buf`.
-pub(crate) fn field_spans(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans {
-    let base = buf.as_ptr() as usize;
-    let mut spans = spare_spans();
-    spans.extend(parsed.iter().map(|h| {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        (name, h.name.len(), value, h.value.len())
-    }));
-    spans
-}
-
 /// The map and the [`Verbatim`] fields of a frozen head, with room in the map for `extra` more
-/// fields; `spans` are where its reader found them ([`field_spans`], [`head::read`]). Values are slices of the
+/// fields; `spans` are where [`head`]'s reader found them. Values are slices of the
 /// head, shared rather than copied; names come from the name cache ([`header_name`]).
 ///
 /// With `fields`, the fields whose names it does not know pass verbatim; without, every field
@@ -563,10 +551,10 @@ pub(crate) struct Fields {
     pub coding: bool,
 }
 
-/// The value at `at..at + len` of a head httparse or [`head::read`] has read, shared rather
-/// than copied.
+/// The value at `at..at + len` of a head [`head`]'s reader has read, shared rather than
+/// copied.
 ///
-/// Neither lets through a byte in a value that a [`HeaderValue`] refuses (both allow tab,
+/// The reader lets through no byte in a value that a [`HeaderValue`] refuses (it allows tab,
 /// visible ASCII and bytes from 0x80), so an ASCII value is taken as it is: checking it again
 /// byte by byte cost a fifth of building the map. A value with other bytes is checked.
 ///
@@ -1381,7 +1369,7 @@ mod tests {
         }
     }
 
-    /// Values keep their bytes whether they are ASCII (taken as httparse read them) or carry
+    /// Values keep their bytes whether they are ASCII (taken as the head reader read them) or carry
     /// obs-text (checked again); a control byte in a value is refused before any map is built.
     #[test]
     fn field_values_keep_their_bytes() {
