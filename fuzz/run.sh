@@ -16,7 +16,7 @@ secs="${1:-20}"
 cd "$(dirname "$0")"
 
 export RUSTC_BOOTSTRAP=1
-targets=(tcf gpp usp cookies policy headers snapshot)
+targets=(tcf gpp usp cookies policy headers snapshot head)
 
 cargo fuzz build --sanitizer none
 for t in "${targets[@]}"; do

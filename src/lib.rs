@@ -14,6 +14,7 @@
 //! - [`policy`]: cap rules and their grammar; pure decisions.
 //! - [`store`]: the exact sliding-window impression store and its backends.
 //! - [`privacy`]: privacy-signal decoders and the visitor-facing pages.
+//! - [`head`]: reading HTTP/1 request and response heads, without I/O.
 //! - [`clock`]: injected time.
 //! - [`alloc`]: the process allocator and its settings.
 //!
@@ -39,6 +40,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "proxy")]
 pub mod demo;
+pub mod head;
 #[cfg(feature = "proxy")]
 pub mod metrics;
 pub mod policy;

@@ -19,7 +19,7 @@ use super::io::write_through;
 use crate::metrics::Metrics;
 
 /// What the server is shown in place of a refused head, from the offending byte on. The
-/// server's head reader (`proxy::upstream::head`, httparse's rules) fails on the NUL wherever it
+/// server's head reader ([`crate::head`], httparse's rules) fails on the NUL wherever it
 /// stands in a head, and so would httparse, even with invalid header lines ignored. The
 /// empty line after it lets a head end there for any parser that waits for one before parsing
 /// again, so that the refusal is answered rather than met as the end of the stream.

@@ -2,7 +2,7 @@
 //! connection's own task, and writes each response with its framing. There is no dispatcher,
 //! channel or second task between the socket and the handler.
 //!
-//! - Heads are read by `proxy::upstream::head::read_request` (httparse's rules); the request
+//! - Heads are read by [`crate::head::read_request`] (httparse's rules); the request
 //!   target and header values are slices of the head, shared rather than copied. A head over `--max-header-size` gets 431, a malformed one
 //!   400, one not complete within `--header-read-timeout` 408; each closes the connection.
 //!   Ambiguous framing never gets this far: the guard (`guard.rs`) has cut the stream.
@@ -36,9 +36,9 @@ use tokio::time::{Instant, Sleep};
 use super::ConnInfo;
 use super::body::{Http1Body, Left, Reader, VisitorBody, take_back};
 use super::io::Io;
+use crate::head::{self, HeadError as ReadError};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::forward::list_items;
-use crate::proxy::upstream::head::{self, HeadError as ReadError};
 use crate::proxy::upstream::wire::{
     self, Addressed, ChunkedDecoder, ConnectionTokens, KnownFields, LAST_CHUNK, Verbatim,
     encode_chunk,

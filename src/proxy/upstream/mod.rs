@@ -10,7 +10,6 @@
 //! (RFC 9110 section 9.2.2); any other failure is the caller's 502.
 
 mod body;
-pub(crate) mod head;
 pub mod wire;
 
 use std::future::Future;

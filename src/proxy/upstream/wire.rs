@@ -10,7 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use super::head::{self, HeadError};
+use crate::head::{self, HeadError, Spans};
 use crate::proxy::forward::{self, Forwarding, list_items};
 
 /// The most header fields a response head may carry.
@@ -425,11 +425,6 @@ pub fn parse_head(
         return Ok(Some(head));
     }
 }
-
-/// Where each field of a head lies in the buffer it was read from ([`head::read_request`],
-/// [`head::read_response`]): offsets and lengths of name and value, so that they can be
-/// sliced out of the head once it is split off and frozen.
-pub(crate) type Spans = Vec<(usize, usize, usize, usize)>;
 
 thread_local! {
     /// [`Spans`] vectors given back once their head was mapped or written, for the next heads

@@ -1,6 +1,6 @@
 //! Reading an HTTP/1 head in one pass, a visitor's request ([`read_request`]) or an upstream's
 //! answer ([`read_response`]): its first line, and where each field's name and value lie in
-//! the buffer ([`Spans`]), ready for [`fields_map`](super::wire::fields_map).
+//! the buffer ([`Spans`]), ready for the proxy's `wire::fields_map`.
 //!
 //! A head is accepted exactly when httparse, in its default configuration, accepts it: the
 //! rules kappe applied before it read heads itself, and the ones the visitor connection's framing
@@ -25,16 +25,19 @@
 //! refused it as soon as it saw the byte. A NUL, a control byte or a space in a name is still
 //! refused at once.
 //!
-//! The tests hold both readers, with that name check, to httparse's verdicts on generated heads.
+//! The tests, and the `head` fuzz target, hold both readers, with that name check, to httparse's
+//! verdicts on generated heads.
 //! The scan is what makes them cheaper: names, values and targets are checked eight bytes at a
 //! time, and the spans are written as the fields are found, not worked out afterwards from
 //! slices.
 
-use super::wire::Spans;
+/// Where each field of a head lies in the buffer it was read from: offsets and lengths of name
+/// and value, so that they can be sliced out of the head once it is split off and frozen.
+pub type Spans = Vec<(usize, usize, usize, usize)>;
 
 /// An answer's status line, and the length of the whole head in the buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct StatusLine {
+pub struct StatusLine {
     /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     pub code: u16,
@@ -44,7 +47,7 @@ pub(crate) struct StatusLine {
 
 /// Why a head could not be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HeadError {
+pub enum HeadError {
     /// A byte where the rules above allow none.
     Malformed,
     /// More fields than the caller allows.
@@ -68,7 +71,7 @@ fn is_value_byte(b: u8) -> bool {
 /// [`HeadError::Malformed`] for a byte the rules refuse, [`HeadError::TooManyFields`] for a
 /// head with more fields than `max_fields` (`spans` then holds the fields read, the one too
 /// many included, for the caller to check their names first if it wants httparse's verdict).
-pub(crate) fn read_response(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<StatusLine> {
+pub fn read_response(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<StatusLine> {
     spans.clear();
     let Some(at) = skip_empty_lines(buf)? else {
         return Ok(None);
@@ -82,7 +85,7 @@ pub(crate) fn read_response(buf: &[u8], max_fields: usize, spans: &mut Spans) ->
 /// A request's head as [`read_request`] found it: where its method and target lie in the
 /// buffer, its version, and the length of the whole head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RequestLine {
+pub struct RequestLine {
     /// Offset and length of the method, token characters.
     pub method: (usize, usize),
     /// Offset and length of the request target: visible ASCII and UTF-8 from 0x80.
@@ -99,7 +102,7 @@ pub(crate) struct RequestLine {
 ///
 /// # Errors
 /// As [`read_response`].
-pub(crate) fn read_request(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<RequestLine> {
+pub fn read_request(buf: &[u8], max_fields: usize, spans: &mut Spans) -> Read<RequestLine> {
     spans.clear();
     let Some(at) = skip_empty_lines(buf)? else {
         return Ok(None);
