@@ -32,7 +32,6 @@ fuzz_target!(|data: &[u8]| {
         h.insert(http::header::COOKIE, stripped);
         assert!(kappe::privacy::cookies(&h).all(|(n, _)| n != "kappe_id" && n != "kappe_optout"));
     }
-
 });
 
 fn add(headers: &mut HeaderMap, line: &[u8]) {

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = tc.legal_basis(purpose, vendor);
         }
     }
-    let sets = [Some(tc.vendor_consents), Some(tc.vendor_legitimate_interests), tc.disclosed_vendors];
+    let sets = [
+        Some(tc.vendor_consents),
+        Some(tc.vendor_legitimate_interests),
+        tc.disclosed_vendors,
+    ];
     for set in sets.into_iter().flatten() {
         // Bounded: at most 2,000 ids per set, each checked against `contains`.
         for v in set.iter().take(2_000) {

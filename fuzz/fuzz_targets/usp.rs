@@ -13,7 +13,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(s.len(), 4);
         let _ = u.opted_out();
     }
-    let v = evaluate(&PrivacyConfig::default(), &HeaderMap::new(), Some(s), 1_780_000_000);
+    let v = evaluate(
+        &PrivacyConfig::default(),
+        &HeaderMap::new(),
+        Some(s),
+        1_780_000_000,
+    );
     assert!(!v.retargeting_allowed || v.storage_allowed);
     assert!(!v.opted_out || !v.storage_allowed);
 });
