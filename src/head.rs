@@ -654,64 +654,60 @@ mod tests {
             .prop_map(|(name, sep, value, end)| [&name[..], sep, &value, end].concat())
     }
 
+    /// Heads of an optional empty line, one of the `first` lines, up to five field lines and an
+    /// end, whole or cut anywhere.
+    fn head_of(first: Vec<&'static [u8]>) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        (
+            proptest::sample::select(vec![&b""[..], b"", b"", b"\r\n", b"\n", b"\r"]),
+            proptest::sample::select(first),
+            proptest::collection::vec(field_line(), 0..6),
+            proptest::sample::select(vec![&b"\r\n"[..], b"\r\n", b"\n", b"\r", b""]),
+            proptest::option::weighted(0.3, 0usize..200),
+        )
+            .prop_map(|(leading, first, fields, end, cut)| {
+                let mut head = [leading, first].concat();
+                for f in &fields {
+                    head.extend_from_slice(f);
+                }
+                head.extend_from_slice(end);
+                if let Some(cut) = cut {
+                    head.truncate(cut);
+                }
+                head
+            })
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::test_runner::Config::with_cases(4096))]
 
-        /// Heads of such lines, whole or cut anywhere, with at most three
-        /// fields allowed: this reader, with the caller's name check, decides as httparse.
+        /// Answer heads of such lines, with at most three fields allowed: [`read_response`],
+        /// with the caller's name check, decides as httparse.
         #[test]
-        fn generated_heads_are_decided_as_httparse_decides(
-            leading in proptest::sample::select(vec![&b""[..], b"", b"", b"\r\n", b"\n", b"\r"]),
-            status in proptest::sample::select(vec![
-                &b"HTTP/1.1 200 OK\r\n"[..], b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 204\n",
-                b"HTTP/1.1 404 Not Found\r\n", b"HTTP/1.1 200 \r\n", b"HTTP/1.1 200 r\xe9\r\n",
-                b"HTTP/1.2 200 OK\r\n", b"HTTP/1.1 2x0 OK\r\n", b"HTTP/1.1 200\tOK\r\n",
-                b"HTTP/1.1 200 O\x7fK\r\n", b"HTTP/1.1 200 OK\r\r\n", b"HTTP/1.1 200 OK\n",
-            ]),
-            fields in proptest::collection::vec(field_line(), 0..6),
-            end in proptest::sample::select(vec![&b"\r\n"[..], b"\r\n", b"\n", b"\r", b""]),
-            cut in proptest::option::weighted(0.3, 0usize..200),
-        ) {
-            let mut head = [leading, status].concat();
-            for f in &fields {
-                head.extend_from_slice(f);
-            }
-            head.extend_from_slice(end);
-            if let Some(cut) = cut {
-                head.truncate(cut);
-            }
+        fn generated_heads_are_decided_as_httparse_decides(head in head_of(vec![
+            &b"HTTP/1.1 200 OK\r\n"[..], b"HTTP/1.1 200 OK\r\n", b"HTTP/1.0 204\n",
+            b"HTTP/1.1 404 Not Found\r\n", b"HTTP/1.1 200 \r\n", b"HTTP/1.1 200 r\xe9\r\n",
+            b"HTTP/1.2 200 OK\r\n", b"HTTP/1.1 2x0 OK\r\n", b"HTTP/1.1 200\tOK\r\n",
+            b"HTTP/1.1 200 O\x7fK\r\n", b"HTTP/1.1 200 OK\r\r\n", b"HTTP/1.1 200 OK\n",
+        ])) {
             if let Err(e) = agree(&head, 3) {
                 proptest::prop_assert!(false, "{}", e);
             }
         }
 
-        /// Request heads of such lines, whole or cut anywhere, with at most three fields
-        /// allowed: [`read_request`], with the caller's name check, decides as httparse.
+        /// Request heads of such lines, with at most three fields allowed: [`read_request`],
+        /// with the caller's name check, decides as httparse.
         #[test]
-        fn generated_requests_are_decided_as_httparse_decides(
-            leading in proptest::sample::select(vec![&b""[..], b"", b"", b"\r\n", b"\n", b"\r"]),
-            line in proptest::sample::select(vec![
-                &b"GET /ad?slot=top HTTP/1.1\r\n"[..], b"GET /ad HTTP/1.1\r\n",
-                b"POST /x?y=1 HTTP/1.0\n", b"OPTIONS * HTTP/1.1\r\n",
-                b"GET /caf\xc3\xa9/long-enough-path?with=a&query=string HTTP/1.1\r\n",
-                b"GET /a\xffb HTTP/1.1\r\n", b"GET  /ad HTTP/1.1\r\n", b"GET /ad  HTTP/1.1\r\n",
-                b"G(T /ad HTTP/1.1\r\n", b" GET /ad HTTP/1.1\r\n", b"GET /a\tb HTTP/1.1\r\n",
-                b"GET /a\x7fb HTTP/1.1\r\n", b"GET /ad HTTP/1.2\r\n", b"GET /ad HTTP/1.1 \r\n",
-                b"GET /ad HTTP/1.1\r\r\n", b"GET /ad\r\n", b"GET HTTP/1.1\r\n",
-                b" / HTTP/1.1\r\n", b"GET  HTTP/1.1\r\n",
-            ]),
-            fields in proptest::collection::vec(field_line(), 0..6),
-            end in proptest::sample::select(vec![&b"\r\n"[..], b"\r\n", b"\n", b"\r", b""]),
-            cut in proptest::option::weighted(0.3, 0usize..200),
-        ) {
-            let mut head = [leading, line].concat();
-            for f in &fields {
-                head.extend_from_slice(f);
-            }
-            head.extend_from_slice(end);
-            if let Some(cut) = cut {
-                head.truncate(cut);
-            }
+        fn generated_requests_are_decided_as_httparse_decides(head in head_of(vec![
+            &b"GET /ad?slot=top HTTP/1.1\r\n"[..], b"GET /ad HTTP/1.1\r\n",
+            b"POST /x?y=1 HTTP/1.0\n", b"OPTIONS * HTTP/1.1\r\n",
+            b"GET /caf\xc3\xa9/long-enough-path?with=a&query=string HTTP/1.1\r\n",
+            b"GET /a\xffb HTTP/1.1\r\n", b"GET  /ad HTTP/1.1\r\n", b"GET /ad  HTTP/1.1\r\n",
+            b"G(T /ad HTTP/1.1\r\n", b" GET /ad HTTP/1.1\r\n", b"GET /a\tb HTTP/1.1\r\n",
+            b"GET /a\x7fb HTTP/1.1\r\n", b"GET /ad HTTP/1.2\r\n", b"GET /ad HTTP/1.1 \r\n",
+            b"GET /ad HTTP/1.1\r\r\n", b"GET /ad\r\n", b"GET HTTP/1.1\r\n",
+            b" / HTTP/1.1\r\n", b"GET  HTTP/1.1\r\n",
+        ])) {
             if let Err(e) = agree_request(&head, 3) {
                 proptest::prop_assert!(false, "{}", e);
             }
