@@ -171,6 +171,17 @@ fn line_end(buf: &[u8], at: usize) -> Read<usize> {
     }
 }
 
+/// The HTTP version of a head's `minor` version, as [`read_request`] and [`read_response`]
+/// give it (0 or 1).
+#[must_use]
+pub fn version_of(minor: u8) -> http::Version {
+    if minor == 0 {
+        http::Version::HTTP_10
+    } else {
+        http::Version::HTTP_11
+    }
+}
+
 /// The minor version of the `HTTP/1.x` at `at`.
 fn version(buf: &[u8], at: usize) -> Read<u8> {
     const PREFIX: &[u8; 7] = b"HTTP/1.";

@@ -6,10 +6,11 @@
 //! `Content-Length` fields, has a reading that HTTP allows, but a server behind another front end
 //! could read it the other way, which is how requests are smuggled (RFC 9112 sections 6.1 and
 //! 6.3); so kappe refuses both. [`Framing`] follows the stream the way the server does: heads end
-//! where the server's head reader ends them (CRLF or bare LF, empty lines before a request line skipped), bodies
-//! are skipped by `Content-Length` or by the chunked grammar, and only the names of header fields
-//! are looked at. It owns no I/O and no buffer (a few integers per connection, one pass over
-//! each received byte); `super::guard` applies its verdicts to the bytes the server reads.
+//! where the server's head reader ends them (CRLF or bare LF, empty lines before a request line
+//! skipped), bodies are skipped by `Content-Length` or by the chunked grammar, and only the names
+//! of header fields are looked at. It owns no I/O and no buffer (a few integers per connection,
+//! one pass over each received byte); `super::guard` applies its verdicts to the bytes the server
+//! reads.
 //!
 //! The tracker must never be stricter than the server: a head or chunk the server accepts has
 //! to be framed here exactly as the server frames it, or the two would lose step. Where the

@@ -2,10 +2,11 @@
 //! connection's own task, and writes each response with its framing. There is no dispatcher,
 //! channel or second task between the socket and the handler.
 //!
-//! - Heads are read by [`crate::head::read_request`] (httparse's rules); the request
-//!   target and header values are slices of the head, shared rather than copied. A head over `--max-header-size` gets 431, a malformed one
-//!   400, one not complete within `--header-read-timeout` 408; each closes the connection.
-//!   Ambiguous framing never gets this far: the guard (`guard.rs`) has cut the stream.
+//! - Heads are read by [`crate::head::read_request`] (httparse's rules); the request target and
+//!   header values are slices of the head, shared rather than copied. A head over
+//!   `--max-header-size` gets 431, a malformed one 400, one not complete within
+//!   `--header-read-timeout` 408; each closes the connection. Ambiguous framing never gets this
+//!   far: the guard (`guard.rs`) has cut the stream.
 //! - A body is read only as the handler asks for it ([`super::body`]). `Expect: 100-continue`
 //!   is answered when the handler first asks for the body, so an answer that needs none (413, a
 //!   refusal) spares the visitor the upload.
@@ -287,11 +288,7 @@ fn parse(
     }
     let (at, n) = line.method;
     let method = Method::from_bytes(&buf[at..at + n]).map_err(|_| HeadError::Malformed)?;
-    let version = if line.minor == 0 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
+    let version = head::version_of(line.minor);
     let target = line.target;
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.0 + target.1))

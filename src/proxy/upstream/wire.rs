@@ -387,11 +387,7 @@ pub fn parse_head(
             buf.advance(len);
             continue;
         }
-        let version = if line.minor == 0 {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        };
+        let version = head::version_of(line.minor);
         let head = buf.split_to(len).freeze();
         let mut connection = ConnectionTokens::default();
         let mut lengths = Lengths::default();
@@ -455,8 +451,8 @@ pub(crate) fn give_back_spans(spans: Spans) {
 }
 
 /// The map and the [`Verbatim`] fields of a frozen head, with room in the map for `extra` more
-/// fields; `spans` are where [`head`]'s reader found them. Values are slices of the
-/// head, shared rather than copied; names come from the name cache ([`header_name`]).
+/// fields; `spans` are where [`head`]'s reader found them. Values are slices of the head,
+/// shared rather than copied; names come from the name cache ([`header_name`]).
 ///
 /// With `fields`, the fields whose names it does not know pass verbatim; without, every field
 /// is mapped. A `Connection` line of only `close` and `keep-alive` is read into `connection`
@@ -1364,8 +1360,9 @@ mod tests {
         }
     }
 
-    /// Values keep their bytes whether they are ASCII (taken as the head reader read them) or carry
-    /// obs-text (checked again); a control byte in a value is refused before any map is built.
+    /// Values keep their bytes whether they are ASCII (taken as the head reader read them) or
+    /// carry obs-text (checked again); a control byte in a value is refused before any map is
+    /// built.
     #[test]
     fn field_values_keep_their_bytes() {
         let mut buf = BytesMut::from(
