@@ -2,8 +2,9 @@
 # Side-by-side load comparison on loopback: one stand-in ad server (nginx answering banners with
 # X-Campaign-Id and X-Retargeting) reached directly, through nginx, through HAProxy (plain and
 # with a per-visitor stick-table cap) and through kappe (no caps, caps on the memory store, caps
-# on Redis). Targets are interleaved over several rounds so that machine drift hits all alike;
-# medians are reported.
+# on Redis). Targets are interleaved over several rounds so that machine drift hits all alike,
+# each round starting one target further along the list than the round before; throughput and
+# CPU are medians over the rounds, latency is read from all the requests of the rounds together.
 #
 # Per series (1 worker each, then 2 workers each):
 #   1. closed loop (wrk, 1,000,000 random visitors): maximum throughput, CPU of the proxy's
@@ -35,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --conns) conns=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -81,6 +82,11 @@ hwm() {
     sum=$((sum + ${v:-0}))
   done
   echo $sum
+}
+# The targets in the order of round $1: each round starts one target further along the list.
+rotated() {
+  local n=${#targets[@]} i
+  for ((i = 0; i < n; i++)); do echo "${targets[(i + $1 - 1) % n]}"; done
 }
 wait_port() {
   local i
@@ -148,7 +154,7 @@ for w in $series; do
 
   # 1. closed loop, interleaved
   for r in $(seq "$rounds"); do
-    for t in "${targets[@]}"; do
+    for t in $(rotated "$r"); do
       IFS=: read -r name port pid <<<"$t"
       f=$raw/w$w.max.$name.$r
       c0=$(ticks "$pid"); r0=$(ticks "$redis")
@@ -182,7 +188,7 @@ PY
   echo "rate.$w=$rate" >>"$raw/machine"
   echo "series $w: constant rate $rate req/s"
   for r in $(seq "$rounds"); do
-    for t in "${targets[@]}"; do
+    for t in $(rotated "$r"); do
       IFS=: read -r name port pid <<<"$t"
       f=$raw/w$w.lat.$name.$r
       c0=$(ticks "$pid"); r0=$(ticks "$redis")

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Turns the raw files of compare.sh into results.json, table.md and chart.svg.
 
-Usage: report.py RAW_DIR OUT_DIR. Every figure is the median over the rounds; latency is added
-over going direct in the same round (then the median of those differences).
+Usage: report.py RAW_DIR OUT_DIR. Throughput, CPU and rates are medians over the rounds. Latency
+percentiles are read from all the requests of a target's paced runs pooled into one distribution
+(from the quantiles paced.lua prints), and latency added is the target's pooled percentile less
+that of going direct; raw files without quantiles fall back to the median of each round's
+difference from going direct.
 """
 import glob
 import json
@@ -65,15 +68,52 @@ def paced(path):
     n = int(m.group(1))
     c, rc = cpu(s)
     return {
+        "requests": n,
         "rps": n / float(m.group(2)),
         "non2xx": int(m.group(3)),
         "errors": int(m.group(4)),
         "p50": int(m.group(5)),
         "p99": int(m.group(6)),
         "p999": int(m.group(7)),
+        "quantiles": quantiles(s),
         "cpu_per_1000": c / n * 1000 if n else None,
         "redis_cpu_per_1000": rc / n * 1000 if n else None,
     }
+
+
+def quantiles(text):
+    """The (percentile, µs) grid a paced run printed, or None."""
+    m = re.search(r"^QUANTILES (.*)$", text, re.M)
+    if not m:
+        return None
+    return [(float(p), int(v)) for p, v in (x.split(":") for x in m.group(1).split())]
+
+
+PERCENTILE = {"p50": 50.0, "p99": 99.0, "p999": 99.9}
+
+
+def pooled(runs, pct):
+    """The `pct`-th percentile of all the requests of `runs`, or None when a run has no grid.
+
+    Each step of a run's grid carries its share of the run's requests at the step's upper value
+    (never below the true value), so runs of different lengths weigh by their requests.
+    """
+    if not runs or any(not v["quantiles"] for v in runs):
+        return None
+    mass = []
+    for v in runs:
+        below = 0.0
+        for p, us in v["quantiles"]:
+            mass.append((us, (p - below) / 100 * v["requests"]))
+            below = p
+    mass.sort()
+    need = pct / 100 * sum(w for _, w in mass) * (1 - 1e-12)
+    seen = 0.0
+    for us, w in mass:
+        seen += w
+        if seen >= need:
+            return us
+    return mass[-1][0]
 
 
 def by_round(w, kind, name, parse):
@@ -82,13 +122,13 @@ def by_round(w, kind, name, parse):
     return {r: v for r, v in runs.items() if v}
 
 
-# The targets of kappe with caps on memory, each judged from the table's medians and round by
+# The targets of kappe with caps on memory, each judged from the table and round by
 # round: the targets of a round run one after the other within a minute, so a round's own ratio
 # leaves out the drift of a shared machine between rounds, which moves single medians by 10 to
 # 20% here. Each: label, peer, kind of run ("max" closed loop, "lat" constant rate), figure,
 # whether kappe-cap's figure is divided by the peer's ("ratio") or, for latency added over direct
 # in the same round, the peer's is subtracted ("diff": going direct cancels out), what is needed,
-# the test of one value, and the figure's column in the table of medians.
+# the test of one value, and the figure's column in the table.
 TARGETS = [
     ("throughput vs HAProxy cap", "haproxy-cap", "max", "rps", "ratio", "at least 1.00x",
      lambda v: v >= 1.0, "max_rps"),
@@ -125,8 +165,8 @@ def targets(rows, rounds):
             "peer": peer,
             "need": need,
             "unit": "x" if how == "ratio" else "µs",
-            "of_medians": table,
-            "of_medians_met": table is not None and ok(table),
+            "of_table": table,
+            "of_table_met": table is not None and ok(table),
             "median": m,
             "min": min(vals),
             "max": max(vals),
@@ -167,8 +207,13 @@ for w in sorted({re.match(r".*/w(\d+)\.", f).group(1) for f in glob.glob(f"{raw}
         mine = lat.get(name, {})
         base = lat.get("direct", {})
         for p in ("p50", "p99", "p999"):
-            row[f"{p}_us"] = med([v[p] for v in mine.values()])
-            row[f"added_{p}_us"] = med([mine[r][p] - base[r][p] for r in mine if r in base])
+            own, direct = pooled(list(mine.values()), PERCENTILE[p]), pooled(list(base.values()), PERCENTILE[p])
+            row[f"pooled_{p}"] = own is not None and direct is not None
+            if row[f"pooled_{p}"]:
+                row[f"{p}_us"], row[f"added_{p}_us"] = own, own - direct
+            else:
+                row[f"{p}_us"] = med([v[p] for v in mine.values()])
+                row[f"added_{p}_us"] = med([mine[r][p] - base[r][p] for r in mine if r in base])
         row["const_rps"] = med([v["rps"] for v in mine.values()])
         row["cpu_s_per_1000_const"] = med([v["cpu_per_1000"] for v in mine.values()])
         row["redis_cpu_s_per_1000_const"] = med([v["redis_cpu_per_1000"] for v in mine.values()])
@@ -188,11 +233,16 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
+HOW_POOLED = ("Throughput, CPU and the constant rate are medians over the rounds; latency is read from "
+              "all the requests of a target's rounds together, less going direct the same way.")
+HOW_MEDIANS = "Medians over the rounds."
+all_pooled = all(r["pooled_p99"] for s in series.values() for r in s["rows"].values())
 lines = [
     f"Measured {machine.get('date')} on {machine.get('cpu')}, {machine.get('cores')} cores, "
     f"Linux {machine.get('kernel')}; kappe {machine.get('kappe')}, nginx {machine.get('nginx')}, "
     f"HAProxy {machine.get('haproxy')}. Loopback; wrk, {machine.get('conns')} connections, "
-    f"{machine.get('seconds')} s per run, {machine.get('rounds')} interleaved rounds, 1,000,000 random visitors. Medians over the rounds. Command: `{machine.get('command')}`.",
+    f"{machine.get('seconds')} s per run, {machine.get('rounds')} interleaved rounds, 1,000,000 random visitors. "
+    f"{HOW_POOLED if all_pooled else HOW_MEDIANS} Command: `{machine.get('command')}`.",
     "",
 ]
 for w, s in series.items():
@@ -225,10 +275,10 @@ for w, s in series.items():
     if s["targets"]:
         lines += [
             "",
-            "Targets of kappe with caps on memory: from the medians above, and round by round "
+            "Targets of kappe with caps on memory: from the table above, and round by round "
             "(each round's own ratio or difference, its median and range over the rounds):",
             "",
-            "| target | needed | from the medians | met | round by round: median | range "
+            "| target | needed | from the table | met | round by round: median | range "
             "| rounds met | met |",
             "|---|---|---:|---|---:|---:|---:|---|",
         ]
@@ -240,8 +290,8 @@ for w, s in series.items():
                 return "n/a" if x is None else f"{format(x, spec)}{unit}"
 
             lines.append(
-                f"| {t['target']} | {t['need']} | {v(t['of_medians'])} "
-                f"| {'yes' if t['of_medians_met'] else 'no'} | {v(t['median'])} "
+                f"| {t['target']} | {t['need']} | {v(t['of_table'])} "
+                f"| {'yes' if t['of_table_met'] else 'no'} | {v(t['median'])} "
                 f"| {v(t['min'])} to {v(t['max'])} | {t['rounds_met']} of {t['rounds']} "
                 f"| {'yes' if t['met'] else 'no'} |")
     lines.append("")
@@ -277,7 +327,7 @@ for w, s in series.items():
         y += bar_h + gap
     y += 30
 svg.append(f'<text x="10" y="{y}" fill="#555">{machine.get("date")}, {machine.get("cpu")}, '
-           f'{machine.get("cores")} cores; medians of {machine.get("rounds")}</text>')
+           f'{machine.get("cores")} cores; {machine.get("rounds")} rounds</text>')
 head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 400}" height="{y + 20}" '
         f'font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/>')
 open(f"{out}/chart.svg", "w").write(head + "\n".join(svg) + "</svg>\n")
