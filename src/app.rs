@@ -28,6 +28,9 @@ use crate::store::{Store, snapshot};
 const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often the sweeper takes a step.
 const SWEEP_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often the sweeper looks again while the store holds no visitor: an idle kappe, or one
+/// without caps, wakes once a second for it instead of a hundred times.
+const SWEEP_IDLE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 /// The fewest and the most index buckets one step walks. A step runs on worker 0 between
 /// requests and holds one shard's write lock: at most 4096 buckets keeps it to tens of
 /// microseconds (`cargo bench --bench store -- sweep`).
@@ -44,6 +47,36 @@ fn sweep_step_size(buckets: usize) -> usize {
     buckets
         .div_ceil(usize::try_from(ticks).unwrap_or(1))
         .clamp(SWEEP_MIN_STEP, SWEEP_MAX_STEP)
+}
+
+/// Where the memory store's sweeper is in its pass, and the size of the pass's steps.
+#[derive(Default)]
+struct Sweeper {
+    cursor: SweepCursor,
+    step: usize,
+}
+
+impl Sweeper {
+    /// Takes one step over `m` at `now` and says how long to wait before the next: a step every
+    /// [`SWEEP_TICK`], or only a look every [`SWEEP_IDLE_TICK`] while a pass would start on an
+    /// empty store.
+    fn tick(&mut self, m: &MemoryStore, now: crate::clock::UnixSecs) -> std::time::Duration {
+        // Each pass sizes its steps to the store as it then is.
+        if self.cursor.at_start() {
+            if m.is_empty() {
+                return SWEEP_IDLE_TICK;
+            }
+            self.step = sweep_step_size(m.bucket_count());
+        }
+        // Near the store's bound, larger steps make room ahead of new visitors.
+        let budget = if self.cursor.evicting() {
+            self.step * SWEEP_EVICT_FACTOR
+        } else {
+            self.step
+        };
+        m.sweep_step(&mut self.cursor, budget, now);
+        SWEEP_TICK
+    }
 }
 
 /// State shared by the visitor port, the admin port and the background tasks.
@@ -178,11 +211,10 @@ impl Shared {
     /// The background work of a running kappe: sweeping expired records (every visitor once per
     /// [`SWEEP_PERIOD`], in short steps) and writing snapshots. Runs until `stop` turns true.
     async fn background(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut sweep = tokio::time::interval(SWEEP_TICK);
-        let mut cursor = SweepCursor::default();
-        let mut step = SWEEP_MIN_STEP;
+        let sweep = tokio::time::sleep(SWEEP_TICK);
+        tokio::pin!(sweep);
+        let mut sweeper = Sweeper::default();
         let mut snap = tokio::time::interval(self.cfg.store.snapshot_interval);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         snap.tick().await;
         loop {
@@ -192,15 +224,10 @@ impl Shared {
                         return;
                     }
                 }
-                _ = sweep.tick(), if matches!(self.store, Store::Memory(_)) => {
+                () = &mut sweep, if matches!(self.store, Store::Memory(_)) => {
                     if let Store::Memory(m) = &self.store {
-                        // Each pass sizes its steps to the store as it then is.
-                        if cursor.at_start() {
-                            step = sweep_step_size(m.bucket_count());
-                        }
-                        // Near the store's bound, larger steps make room ahead of new visitors.
-                        let budget = if cursor.evicting() { step * SWEEP_EVICT_FACTOR } else { step };
-                        m.sweep_step(&mut cursor, budget, self.clock.now());
+                        let wait = sweeper.tick(m, self.clock.now());
+                        sweep.as_mut().reset(tokio::time::Instant::now() + wait);
                     }
                 }
                 _ = snap.tick(), if self.cfg.store.state_file.is_some() => {
@@ -493,5 +520,47 @@ mod tests {
         assert_eq!(sweep_step_size(2_097_152), 2_098);
         assert_eq!(sweep_step_size(4_096_000), SWEEP_MAX_STEP);
         assert_eq!(sweep_step_size(33_554_432), SWEEP_MAX_STEP);
+    }
+
+    /// An empty store is only looked at once a second; a visitor brings back a step every tick
+    /// until a pass has removed what expired, and then the empty store is idle again.
+    #[test]
+    fn the_sweeper_rests_while_the_store_is_empty() {
+        use crate::store::AdmitRequest;
+        use crate::store::VisitorKey;
+
+        let m = MemoryStore::new(MemoryOptions {
+            max_visitors: 10_000,
+            max_campaigns: 100,
+            max_retention_secs: 30 * 86_400,
+        });
+        let t0 = 1_700_000_000;
+        let mut sweeper = Sweeper::default();
+        assert_eq!(sweeper.tick(&m, t0), SWEEP_IDLE_TICK);
+        assert!(sweeper.cursor.at_start());
+
+        let caps = [crate::policy::Cap {
+            limit: 3,
+            window_secs: 60,
+        }];
+        m.admit(VisitorKey(7), &AdmitRequest::campaign("c", &caps), t0)
+            .unwrap();
+        // Two days on the visitor's record has expired; the pass that starts now removes it.
+        let later = t0 + 2 * 86_400;
+        let mut steps = 0;
+        loop {
+            assert_eq!(sweeper.tick(&m, later), SWEEP_TICK);
+            steps += 1;
+            if sweeper.cursor.at_start() {
+                break;
+            }
+        }
+        assert!(
+            steps > 1,
+            "a pass over a store of {} buckets took one step",
+            m.bucket_count()
+        );
+        assert!(m.is_empty());
+        assert_eq!(sweeper.tick(&m, later), SWEEP_IDLE_TICK);
     }
 }
