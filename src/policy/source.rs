@@ -73,13 +73,14 @@ impl Source {
         }
     }
 
-    /// Reads the id from the response field `field` finds by name (header sources only).
+    /// Reads the id from the response field `field` finds by name (header sources only),
+    /// borrowed from the field's value.
     pub fn from_field<'a>(
         &self,
         field: impl FnOnce(&http::HeaderName) -> Option<&'a http::HeaderValue>,
-    ) -> Option<String> {
+    ) -> Option<&'a str> {
         match self {
-            Source::Header(name) => field(name).and_then(|v| valid_id(v.as_bytes())),
+            Source::Header(name) => field(name).and_then(|v| id_in(v.as_bytes())),
             _ => None,
         }
     }
@@ -102,11 +103,17 @@ impl Source {
 /// An id is 1 to [`MAX_ID_LEN`] visible ASCII characters without commas (commas separate ids in
 /// kappe's own headers).
 pub fn valid_id(raw: &[u8]) -> Option<String> {
+    id_in(raw).map(str::to_owned)
+}
+
+/// As [`valid_id`], borrowing the id from `raw`.
+fn id_in(raw: &[u8]) -> Option<&str> {
     let raw = raw.trim_ascii();
     let ok = !raw.is_empty()
         && raw.len() <= MAX_ID_LEN
         && raw.iter().all(|b| b.is_ascii_graphic() && *b != b',');
-    ok.then(|| String::from_utf8_lossy(raw).into_owned())
+    // Visible ASCII only, so always UTF-8.
+    ok.then(|| std::str::from_utf8(raw).ok()).flatten()
 }
 
 #[cfg(test)]
@@ -131,7 +138,7 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert("x-campaign-id", "rt-shoes".parse().unwrap());
         let s = Source::parse("header:X-Campaign-Id").unwrap();
-        assert_eq!(s.from_field(|n| h.get(n)).as_deref(), Some("rt-shoes"));
+        assert_eq!(s.from_field(|n| h.get(n)), Some("rt-shoes"));
     }
 
     /// Malformed sources and hostile ids are refused.

@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod local;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -370,7 +371,8 @@ impl Proxy {
     }
 
     /// Cleans the upstream's answer and decides what the visitor gets. Returns the response as it
-    /// would be served, the decision, and the campaign (for refetch exclusion).
+    /// would be served, the decision, and the campaign of a dropped answer (for refetch
+    /// exclusion).
     async fn response_filter(
         &self,
         (resp, addressed): (Response<upstream::ResponseBody>, Addressed),
@@ -391,8 +393,17 @@ impl Proxy {
                 addressed.get(name)
             }
         };
-        let mut campaign = e.campaign_from.iter().find_map(|s| s.from_field(field));
-        let mut advertiser = e.advertiser_from.iter().find_map(|s| s.from_field(field));
+        // Borrowed from the answer's fields; ids read from a body are owned.
+        let mut campaign = e
+            .campaign_from
+            .iter()
+            .find_map(|s| s.from_field(field))
+            .map(Cow::Borrowed);
+        let mut advertiser = e
+            .advertiser_from
+            .iter()
+            .find_map(|s| s.from_field(field))
+            .map(Cow::Borrowed);
         let needs_body = (campaign.is_none() && e.campaign_from.iter().any(Source::needs_body))
             || (advertiser.is_none() && e.advertiser_from.iter().any(Source::needs_body));
         let mut body = if needs_body {
@@ -425,11 +436,13 @@ impl Proxy {
                         e.campaign_from
                             .iter()
                             .find_map(|s| s.from_body(&bytes, json.as_ref()))
+                            .map(Cow::Owned)
                     });
                     advertiser = advertiser.or_else(|| {
                         e.advertiser_from
                             .iter()
                             .find_map(|s| s.from_body(&bytes, json.as_ref()))
+                            .map(Cow::Owned)
                     });
                     if campaign.is_none() {
                         self.metrics
@@ -467,6 +480,9 @@ impl Proxy {
             self.store_failed(&err);
         }
 
+        // A visitor id issued with a counted impression, set once the campaign's borrow of the
+        // answer's fields has ended.
+        let mut issue = None;
         let decision = match &campaign {
             None => Decision::PassThrough,
             Some(_) if !policy.applies(retargeting) => Decision::PassThrough,
@@ -502,9 +518,7 @@ impl Proxy {
                         match self.store.admit(key, &admit, ctx.now).await {
                             Ok(Admission::Admitted) => {
                                 self.metrics.store_up.set(1);
-                                if let Some(id) = issued {
-                                    self.issue_id(&mut parts.headers, &id, &policy, info);
-                                }
+                                issue = issued;
                                 Decision::Served
                             }
                             Ok(Admission::Denied(d)) => Decision::Dropped(DropReason::Denied(d)),
@@ -524,6 +538,14 @@ impl Proxy {
                 }
             }
         };
+        // Only a dropped answer's campaign is asked about again.
+        let campaign = match decision {
+            Decision::Dropped(_) => campaign.map(Cow::into_owned),
+            _ => None,
+        };
+        if let Some(id) = issue {
+            self.issue_id(&mut parts.headers, &id, &policy, info);
+        }
         if decision == Decision::PassThrough && ctx.identity == Identity::Issuable {
             // A visitor without an id gets one on the first answer (the publisher's page), so the
             // ad requests that follow it, often in parallel, all carry the same id.
