@@ -3,7 +3,7 @@
 # X-Campaign-Id and X-Retargeting) reached directly, through nginx, through HAProxy (plain and
 # with a per-visitor stick-table cap) and through kappe (no caps, caps on the memory store, caps
 # on Redis). Targets are interleaved over several rounds so that machine drift hits all alike,
-# each round starting one target further along the list than the round before; throughput and
+# each round in its own shuffled order (seeded by the round's number); throughput and
 # CPU are medians over the rounds, latency is read from all the requests of the rounds together.
 #
 # Per series (1 worker each, then 2 workers each):
@@ -83,10 +83,10 @@ hwm() {
   done
   echo $sum
 }
-# The targets in the order of round $1: each round starts one target further along the list.
-rotated() {
-  local n=${#targets[@]} i
-  for ((i = 0; i < n; i++)); do echo "${targets[(i + $1 - 1) % n]}"; done
+# The targets in the order of round $1: a shuffle seeded by the round's number, so each round
+# has its own order (which target runs first, which follows which) and a rerun repeats it.
+round_order() {
+  python3 -c 'import random, sys; t = sys.argv[2:]; random.Random("round " + sys.argv[1]).shuffle(t); print("\n".join(t))' "$1" "${targets[@]}"
 }
 wait_port() {
   local i
@@ -154,7 +154,7 @@ for w in $series; do
 
   # 1. closed loop, interleaved
   for r in $(seq "$rounds"); do
-    for t in $(rotated "$r"); do
+    for t in $(round_order "$r"); do
       IFS=: read -r name port pid <<<"$t"
       f=$raw/w$w.max.$name.$r
       c0=$(ticks "$pid"); r0=$(ticks "$redis")
@@ -188,7 +188,7 @@ PY
   echo "rate.$w=$rate" >>"$raw/machine"
   echo "series $w: constant rate $rate req/s"
   for r in $(seq "$rounds"); do
-    for t in $(rotated "$r"); do
+    for t in $(round_order "$r"); do
       IFS=: read -r name port pid <<<"$t"
       f=$raw/w$w.lat.$name.$r
       c0=$(ticks "$pid"); r0=$(ticks "$redis")
