@@ -112,8 +112,12 @@ fn id_in(raw: &[u8]) -> Option<&str> {
     let ok = !raw.is_empty()
         && raw.len() <= MAX_ID_LEN
         && raw.iter().all(|b| b.is_ascii_graphic() && *b != b',');
-    // Visible ASCII only, so always UTF-8.
-    ok.then(|| std::str::from_utf8(raw).ok()).flatten()
+    // Visible ASCII only, so the conversion never fails.
+    if ok {
+        std::str::from_utf8(raw).ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
