@@ -240,7 +240,7 @@ fi
 
 # --- shell ---------------------------------------------------------------------
 
-run "shellcheck deploy/*.sh" shellcheck "$deploy/check.sh" "$deploy/prometheus-e2e.sh"
+run "shellcheck deploy/*.sh" shellcheck "$deploy/check.sh" "$deploy/prometheus-e2e.sh" "$deploy/pgo.sh"
 
 # --- Prometheus end to end -------------------------------------------------------
 
