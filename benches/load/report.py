@@ -237,12 +237,19 @@ HOW_POOLED = ("Throughput, CPU and the constant rate are medians over the rounds
               "all the requests of a target's rounds together, less going direct the same way.")
 HOW_MEDIANS = "Medians over the rounds."
 all_pooled = all(r["pooled_p99"] for s in series.values() for r in s["rows"].values())
+# The binary the run used, when compare.sh recorded it: a build other than the release build
+# shows in the command, so that the command repeats the run.
+kappe_bin = machine.get("kappe_bin")
+kappe_desc = machine.get("kappe") + (f" (`{kappe_bin}`)" if kappe_bin else "")
+command = machine.get("command")
+if kappe_bin and kappe_bin != "target/release/kappe":
+    command = f"KAPPE_BIN={kappe_bin} {command}"
 lines = [
     f"Measured {machine.get('date')} on {machine.get('cpu')}, {machine.get('cores')} cores, "
-    f"Linux {machine.get('kernel')}; kappe {machine.get('kappe')}, nginx {machine.get('nginx')}, "
+    f"Linux {machine.get('kernel')}; kappe {kappe_desc}, nginx {machine.get('nginx')}, "
     f"HAProxy {machine.get('haproxy')}. Loopback; wrk, {machine.get('conns')} connections, "
     f"{machine.get('seconds')} s per run, {machine.get('rounds')} interleaved rounds, 1,000,000 random visitors. "
-    f"{HOW_POOLED if all_pooled else HOW_MEDIANS} Command: `{machine.get('command')}`.",
+    f"{HOW_POOLED if all_pooled else HOW_MEDIANS} Command: `{command}`.",
     "",
 ]
 for w, s in series.items():
