@@ -85,6 +85,7 @@ train() { # seconds script kappe-flags...
   local s=$1 script=$2 k; shift 2
   "$pgo/generate/release/kappe" --upstream http://127.0.0.1:18080 --listen 127.0.0.1:18089 \
     --admin-listen 127.0.0.1:19089 --log warn "$@" & k=$!
+  started+=("$k")
   for _ in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18089/ad && break; sleep 0.1; done
   kill -0 "$k" 2>/dev/null || { echo "deploy/pgo.sh: kappe $* did not start" >&2; exit 1; }
   printf '%s: ' "$*"
