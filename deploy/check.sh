@@ -54,26 +54,6 @@ skip() {
 
 # --- tools -------------------------------------------------------------------
 
-apt_updated=false
-apt_install() {
-    if ! $apt_updated; then
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || return 1
-        apt_updated=true
-    fi
-    # Debian's prometheus package starts a server on :9090 when a service
-    # manager is running; a temporary policy-rc.d keeps it from starting (and
-    # from taking kappe's default admin port on a developer's machine).
-    local policy=/usr/sbin/policy-rc.d added=false
-    if [[ ! -e $policy ]]; then
-        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=true
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >"$log/apt.log" 2>&1
-    local rc=$?
-    if ((rc)); then cat "$log/apt.log" >&2; fi
-    if $added; then rm -f "$policy"; fi
-    return $rc
-}
-
 install_tools() {
     local missing=()
     command -v promtool >/dev/null && command -v prometheus >/dev/null || missing+=(prometheus)
@@ -83,7 +63,9 @@ install_tools() {
     command -v python3 >/dev/null || missing+=(python3)
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
     if ((${#missing[@]})); then
-        apt_install "${missing[@]}" || echo "warn  apt-get install ${missing[*]} failed" >&2
+        # Without starting the services they bring: Debian's prometheus would take :9090,
+        # kappe's default admin port.
+        "$deploy/scripts/apt-install" "${missing[@]}" || echo "warn  apt-get install ${missing[*]} failed" >&2
     fi
     if [[ ! -x $venv/bin/python ]]; then
         python3 -m venv "$venv" >/dev/null || return 1
@@ -240,7 +222,7 @@ fi
 
 # --- shell ---------------------------------------------------------------------
 
-run "shellcheck deploy/*.sh" shellcheck "$deploy/check.sh" "$deploy/prometheus-e2e.sh" "$deploy/pgo.sh"
+run "shellcheck deploy/*.sh" shellcheck "$deploy/check.sh" "$deploy/prometheus-e2e.sh" "$deploy/pgo.sh" "$deploy/scripts/apt-install"
 
 # --- Prometheus end to end -------------------------------------------------------
 

@@ -42,15 +42,9 @@ need=()
 [[ -n $(find_profdata) ]] || need+=("llvm-$major")
 for tool in curl nginx wrk; do command -v "$tool" >/dev/null || need+=("$tool"); done
 if ((${#need[@]})); then
-  command -v apt-get >/dev/null || { echo "deploy/pgo.sh: missing ${need[*]}, and no apt-get to install them" >&2; exit 1; }
   echo "deploy/pgo.sh: installing ${need[*]}"
-  SUDO=; [[ $(id -u) -ne 0 ]] && SUDO=sudo
-  $SUDO apt-get update -qq
-  # Debian's nginx package would start a server on :80; the training starts its own.
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  $SUDO rm -f /usr/sbin/policy-rc.d
+  # Without starting Debian's nginx service on :80; the training starts its own.
+  "$root/deploy/scripts/apt-install" "${need[@]}"
 fi
 profdata=$(find_profdata)
 [[ -n $profdata ]] || { echo "deploy/pgo.sh: no llvm-profdata for LLVM $major after installing llvm-$major" >&2; exit 1; }

@@ -21,13 +21,8 @@ command -v g++ >/dev/null || need+=(g++)
 command -v python3 >/dev/null || need+=(python3 python3-venv)
 if ((${#need[@]})); then
   echo "tests/run.sh: installing ${need[*]}"
-  SUDO=; [[ $(id -u) -ne 0 ]] && SUDO=sudo
-  $SUDO apt-get update -qq
-  # The Debian prometheus package would start a server on :9090; nothing here needs it running.
-  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-  $SUDO chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  $SUDO rm -f /usr/sbin/policy-rc.d
+  # Without starting the services the packages bring (prometheus would take :9090).
+  deploy/scripts/apt-install "${need[@]}"
 fi
 # Debian starts redis-server as a service; the tests start their own on free ports.
 command -v systemctl >/dev/null && systemctl is-active -q redis-server 2>/dev/null && systemctl stop redis-server || true
